@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local stack and the tests need, only where absent:
+# Java and Maven fetch and run Kafka; clickhouse-server backs the native-protocol
+# tests; promtool (package prometheus) checks the production alert rules.
+set -euo pipefail
+declare -A package_for=(
+  [java]=openjdk-17-jre-headless
+  [mvn]=maven
+  [clickhouse-server]=clickhouse-server
+  [clickhouse-client]=clickhouse-client
+  [promtool]=prometheus
+)
+need=()
+for command in "${!package_for[@]}"; do
+  command -v "$command" >/dev/null || need+=("${package_for[$command]}")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

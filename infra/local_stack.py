@@ -1,0 +1,114 @@
+"""The local stack behind ``make run`` / ``make stop``: a Kafka broker and the worker.
+
+Everything lives under ``Settings.var_dir`` (data, logs, pid files); Kafka's jars are
+cached under ``Settings.cache_dir``. ``up`` reuses whatever is already running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from infra.services import KafkaBroker
+from streams.settings import Settings
+
+
+def _broker(settings: Settings) -> KafkaBroker:
+    first = settings.kafka_bootstrap_servers.split(",")[0]
+    port = urlparse(f"//{first}").port or 9092
+    return KafkaBroker(
+        settings.var_dir / "kafka", settings.cache_dir, port=port, controller_port=port + 1
+    )
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def worker_ready(settings: Settings) -> bool:
+    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(json.load(resp).get("ready"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_worker(settings: Settings, timeout_s: float = 90) -> int:
+    run_dir = settings.var_dir / "run"
+    log_dir = settings.var_dir / "log"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = run_dir / "worker.pid"
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        log = (log_dir / "worker.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the shell that ran `make run`
+        )
+        pid = proc.pid
+        pid_file.write_text(str(pid))
+    deadline = time.monotonic() + timeout_s
+    while not worker_ready(settings):
+        if _pid_alive(pid_file) is None:
+            raise RuntimeError(f"the worker exited; see {log_dir / 'worker.log'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the worker is not ready after {timeout_s}s; see {log_dir / 'worker.log'}"
+            )
+        time.sleep(0.5)
+    return pid
+
+
+def stop_worker(settings: Settings, timeout_s: float = 30) -> bool:
+    pid_file = settings.var_dir / "run" / "worker.pid"
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)  # the worker finishes its batch; unacked messages come again
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid_file) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid_file) is not None:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def stack_command(action: str, settings: Settings) -> int:
+    broker = _broker(settings)
+    if action == "up":
+        broker.start()
+        print(f"kafka      {broker.bootstrap} (log {broker.log_file})")
+        pid = start_worker(settings)
+        print(
+            f"worker     pid {pid}, http://{settings.web_host}:{settings.web_port}/metrics "
+            f"(log {settings.var_dir / 'log' / 'worker.log'})"
+        )
+        return 0
+    if action == "down":
+        print("worker     stopped" if stop_worker(settings) else "worker     was not running")
+        was_running = broker.is_running()
+        broker.stop()
+        print("kafka      stopped" if was_running else "kafka      was not running")
+        return 0
+    print(f"kafka      {'running at ' + broker.bootstrap if broker.is_running() else 'stopped'}")
+    print(f"worker     {'ready' if worker_ready(settings) else 'not ready'}")
+    return 0

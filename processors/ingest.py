@@ -1,0 +1,342 @@
+"""Ingest: validate, normalise and enrich one message into a ClickHouse row.
+
+Pure: a message in, a ``StoredRow`` or a ``DeadLetter`` out. No Kafka, Faust or
+ClickHouse here, so the live agent, the batch tools and the tests run this same code.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.domain import Domain
+from schemas.errors import DeadLetter, ErrorKind, RecordError
+from schemas.records import (
+    SUPPORTED_VERSIONS,
+    CitizenAppeal,
+    CityEvent,
+    InputRecord,
+    VideoFrameRef,
+    parse_record,
+    utc_naive,
+)
+from streams.codecs import decode_json
+
+PROCESSOR = "ingest"
+
+# Control and zero-width characters carry no meaning in a report and break tokenisers;
+# newlines and tabs are kept (folded below).
+_INVISIBLE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u2060\ufeff]"
+)
+_SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """What the adapter hands over from Kafka: coordinates and raw bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime  # the Kafka message timestamp (UTC)
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    table: str
+    record_id: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestContext:
+    domain: Domain
+    # Full topic name -> the record kind that topic carries.
+    kinds_by_topic: dict[str, str]
+    max_text_chars: int
+    max_message_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    district: str
+    street: str
+    road: str
+    warnings: tuple[str, ...]
+
+
+def normalise_text(text: str, max_chars: int, field: str) -> str:
+    """NFKC (full-width digits and letters become ASCII), drop invisibles, fold spaces."""
+    if len(text) > max_chars * 4:  # refuse before doing work on a huge string
+        raise RecordError(ErrorKind.OVERSIZE, f"{field}: {len(text)} characters, limit {max_chars}")
+    out = unicodedata.normalize("NFKC", text)
+    out = _INVISIBLE.sub("", out).replace("\r\n", "\n").replace("\r", "\n")
+    out = _BLANK_LINES.sub("\n", _SPACES.sub(" ", out))
+    out = "\n".join(line.strip() for line in out.split("\n")).strip()
+    if not out:
+        raise RecordError(ErrorKind.INVALID_FIELD, f"{field}: empty after normalisation")
+    if len(out) > max_chars:
+        raise RecordError(ErrorKind.OVERSIZE, f"{field}: {len(out)} characters, limit {max_chars}")
+    return out
+
+
+def _canonical_street(domain: Domain, street: str) -> str | None:
+    bare = street.removesuffix("办事处")
+    for candidate in (street, bare, bare + "街道"):
+        if candidate in domain.street_district:
+            return candidate
+    return None
+
+
+def resolve_place(
+    domain: Domain,
+    district: str | None,
+    street: str | None,
+    road: str | None,
+    strict: bool = True,
+) -> Place:
+    """Canonical district/street/road; a known street implies its district.
+
+    ``strict``: an unknown district is an error (structured sources must use the
+    domain's names); otherwise a warning (a citizen's words are no reason to lose them).
+    """
+    warnings: list[str] = []
+    canonical_district = ""
+    if district:
+        found = domain.canonical_district(district.strip())
+        if found is None and not strict:
+            warnings.append("unknown_district")
+        elif found is None:
+            raise RecordError(
+                ErrorKind.UNKNOWN_PLACE,
+                f"district {district!r} is not a district or alias of the domain "
+                f"({', '.join(domain.districts)})",
+            )
+        else:
+            canonical_district = found
+    canonical_street = ""
+    if street:
+        found_street = _canonical_street(domain, street.strip())
+        if found_street is None:
+            warnings.append("unknown_street")
+            canonical_street = street.strip()
+        else:
+            canonical_street = found_street
+            street_district = domain.street_district[found_street]
+            if canonical_district and canonical_district != street_district:
+                warnings.append("district_conflicts_with_street")
+            canonical_district = street_district
+    road_name = (road or "").strip()
+    if road_name:
+        districts = domain.road_districts.get(road_name)
+        if districts is None:
+            warnings.append("unknown_road")
+        elif not canonical_district:
+            if len(districts) == 1:
+                canonical_district = districts[0]
+            else:
+                warnings.append("road_in_several_districts")
+        elif canonical_district not in districts:
+            warnings.append("road_not_in_district")
+    return Place(canonical_district, canonical_street, road_name, tuple(warnings))
+
+
+def _optional_text(text: str | None, max_chars: int, field: str) -> str:
+    """An optional free-text field: blank means absent, not an error."""
+    if text is None or not text.strip():
+        return ""
+    return normalise_text(text, max_chars, field)
+
+
+def _kafka_columns(msg: SourceMessage) -> dict[str, Any]:
+    return {"kafka_topic": msg.topic, "kafka_partition": msg.partition, "kafka_offset": msg.offset}
+
+
+def _timing(msg: SourceMessage, occurred: datetime, received_at: datetime) -> dict[str, Any]:
+    return {
+        "ingested_at": utc_naive(received_at),
+        # From the broker accepting the message to this stage seeing it.
+        "ingest_latency_ms": round((received_at - msg.timestamp).total_seconds() * 1000, 3),
+        # From the source's own timestamp to this stage: delays upstream of Kafka.
+        "report_delay_s": round((received_at - occurred).total_seconds(), 3),
+    }
+
+
+def _city_event_row(
+    rec: CityEvent, msg: SourceMessage, ctx: IngestContext, received_at: datetime
+) -> StoredRow:
+    domain = ctx.domain
+    place = resolve_place(domain, rec.district, rec.street, rec.road)
+    if rec.location_type is not None and rec.location_type not in domain.location_types:
+        raise RecordError(
+            ErrorKind.INVALID_FIELD,
+            f"location_type {rec.location_type!r} is not one of {list(domain.location_types)}",
+        )
+    event_type = None
+    if rec.code is not None:
+        event_type = domain.event_types.get(rec.code)
+        if event_type is None:
+            raise RecordError(ErrorKind.UNKNOWN_CODE, f"code {rec.code!r} is not in the taxonomy")
+    row = {
+        "event_id": rec.event_id,
+        "source": rec.source,
+        "reported_at": utc_naive(rec.reported_at),
+        **_timing(msg, rec.reported_at, received_at),
+        "district": place.district,
+        "street": place.street,
+        "road": place.road,
+        "address": _optional_text(rec.address, 500, "address"),
+        "location_type": rec.location_type or "",
+        "lon": rec.lon,
+        "lat": rec.lat,
+        "code": rec.code or "",
+        "event_class": event_type.event_class if event_type else "",
+        "event_name": event_type.name if event_type else "",
+        "urgency": event_type.urgency if event_type else "",
+        "description": normalise_text(rec.description, ctx.max_text_chars, "description"),
+        "reporter_id": rec.reporter_id or "",
+        "warnings": list(place.warnings),
+        "schema_version": rec.schema_version,
+        **_kafka_columns(msg),
+    }
+    return StoredRow("city_events_log", rec.event_id, row)
+
+
+def _appeal_row(
+    rec: CitizenAppeal, msg: SourceMessage, ctx: IngestContext, received_at: datetime
+) -> StoredRow:
+    place = resolve_place(ctx.domain, rec.district, None, None, strict=False)
+    text = normalise_text(rec.text, ctx.max_text_chars, "text")
+    row = {
+        "appeal_id": rec.appeal_id,
+        "channel": rec.channel,
+        "received_at": utc_naive(rec.received_at),
+        **_timing(msg, rec.received_at, received_at),
+        "text": text,
+        "text_chars": len(text),
+        "district": place.district,
+        "address": _optional_text(rec.address, 500, "address"),
+        # The caller's name and number are personal data: only whether they were given.
+        "has_caller_contact": int(bool(rec.caller_phone or rec.caller_name)),
+        "warnings": list(place.warnings),
+        "schema_version": rec.schema_version,
+        **_kafka_columns(msg),
+    }
+    return StoredRow("citizen_appeals_log", rec.appeal_id, row)
+
+
+def _frame_row(
+    rec: VideoFrameRef, msg: SourceMessage, ctx: IngestContext, received_at: datetime
+) -> StoredRow:
+    place = resolve_place(ctx.domain, rec.district, rec.street, rec.road)
+    row = {
+        "frame_id": rec.frame_id,
+        "camera_id": rec.camera_id,
+        "captured_at": utc_naive(rec.captured_at),
+        **_timing(msg, rec.captured_at, received_at),
+        "seq": rec.seq,
+        "uri": rec.uri,
+        "width": rec.width,
+        "height": rec.height,
+        "content_type": rec.content_type,
+        "district": place.district,
+        "street": place.street,
+        "road": place.road,
+        "location_type": rec.location_type or "",
+        "lon": rec.lon,
+        "lat": rec.lat,
+        "warnings": list(place.warnings),
+        "schema_version": rec.schema_version,
+        **_kafka_columns(msg),
+    }
+    return StoredRow("video_frames_log", rec.frame_id, row)
+
+
+def _to_row(
+    rec: InputRecord, msg: SourceMessage, ctx: IngestContext, received_at: datetime
+) -> StoredRow:
+    if isinstance(rec, CityEvent):
+        return _city_event_row(rec, msg, ctx, received_at)
+    if isinstance(rec, CitizenAppeal):
+        return _appeal_row(rec, msg, ctx, received_at)
+    return _frame_row(rec, msg, ctx, received_at)
+
+
+def ingest(msg: SourceMessage, ctx: IngestContext, received_at: datetime) -> StoredRow | DeadLetter:
+    """Process one message. Never raises for bad input: a bad message is a ``DeadLetter``."""
+    try:
+        obj = decode_json(msg.value, ctx.max_message_bytes)
+        expected = ctx.kinds_by_topic.get(msg.topic)
+        # The topic check first: a record on the wrong topic is a routing bug upstream,
+        # whatever else may be wrong with it.
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        if isinstance(kind, str) and kind in SUPPORTED_VERSIONS and kind != expected:
+            raise RecordError(
+                ErrorKind.WRONG_TOPIC,
+                f"a {kind} record on topic {msg.topic}, which carries {expected}",
+            )
+        record = parse_record(obj)
+        if not isinstance(record, InputRecord):
+            raise RecordError(ErrorKind.WRONG_TOPIC, f"a {record.kind} record is not an input")
+        return _to_row(record, msg, ctx, received_at)
+    except RecordError as err:
+        return DeadLetter(
+            source_topic=msg.topic,
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            error_kind=err.kind,
+            reason=err.reason,
+            original=msg.value or b"",
+            key=msg.key,
+            failed_at=received_at,
+            processor=PROCESSOR,
+        )
+
+
+@dataclass(slots=True)
+class Batch:
+    """One micro-batch's outcomes, grouped by destination."""
+
+    rows_by_table: dict[str, list[dict[str, Any]]]
+    dead_letters: list[DeadLetter]
+
+    @property
+    def size(self) -> int:
+        return sum(len(r) for r in self.rows_by_table.values()) + len(self.dead_letters)
+
+
+DEAD_LETTERS_TABLE = "dead_letters_log"
+
+
+def dead_letter_row(dl: DeadLetter) -> dict[str, Any]:
+    wire = dl.to_wire()
+    return {
+        "source_topic": dl.source_topic,
+        "source_partition": dl.source_partition,
+        "source_offset": dl.source_offset,
+        "error_kind": str(dl.error_kind),
+        "reason": dl.reason,
+        "original_b64": wire["original_b64"],
+        "key_b64": wire["key_b64"] or "",
+        "failed_at": utc_naive(dl.failed_at),
+        "processor": dl.processor,
+    }
+
+
+def group_outcomes(outcomes: list[StoredRow | DeadLetter]) -> Batch:
+    """Group a micro-batch for the sink; dead letters are stored too, keyed by source offset."""
+    batch = Batch({}, [])
+    for outcome in outcomes:
+        if isinstance(outcome, StoredRow):
+            batch.rows_by_table.setdefault(outcome.table, []).append(outcome.row)
+        else:
+            batch.dead_letters.append(outcome)
+            batch.rows_by_table.setdefault(DEAD_LETTERS_TABLE, []).append(dead_letter_row(outcome))
+    return batch

@@ -1,0 +1,84 @@
+"""The ClickHouse sink: make one micro-batch durable, retrying until it is.
+
+The caller acknowledges the batch's Kafka offsets only after ``write`` returns, so
+offsets never run ahead of what is stored. A retried insert after a crash is
+absorbed by the ReplacingMergeTree tables (keyed on record id), so replay is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from processors.metrics import IngestMetrics
+from streams.clickhouse import Warehouse, WarehouseError
+
+log = logging.getLogger(__name__)
+
+# What a failing insert can raise that is worth retrying (the server restarting,
+# the network dropping, a disk filling): everything else is a bug and propagates.
+RETRYABLE = (WarehouseError, OSError, EOFError)
+
+
+class ClickHouseSink:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        metrics: IngestMetrics,
+        max_backoff_s: float,
+        first_backoff_s: float = 0.2,
+    ) -> None:
+        self._warehouse = warehouse
+        self._metrics = metrics
+        self._max_backoff_s = max_backoff_s
+        self._first_backoff_s = first_backoff_s
+        # One thread: chDB and clickhouse-driver clients are not safe to share across threads,
+        # and one writer keeps the inserts of a partition in order.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink")
+        self.healthy = True
+
+    async def write(self, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
+        started = time.perf_counter()
+        for table, rows in rows_by_table.items():
+            await self._insert_until_done(table, rows)
+            self._metrics.sink_batch_rows.labels(table).observe(len(rows))
+        self._metrics.sink_flush_seconds.observe(time.perf_counter() - started)
+
+    async def _insert_until_done(self, table: str, rows: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._first_backoff_s
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, self._warehouse.insert, table, rows)
+            except RETRYABLE as exc:
+                self.healthy = False
+                self._metrics.sink_healthy.set(0)
+                self._metrics.sink_errors.labels(table).inc()
+                log.error(
+                    "insert of %d rows into %s failed, retrying in %.1fs: %s",
+                    len(rows),
+                    table,
+                    backoff,
+                    exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                continue
+            if not self.healthy:
+                log.warning("inserts into %s succeed again", table)
+            self.healthy = True
+            self._metrics.sink_healthy.set(1)
+            return
+
+    async def query(self, sql: str) -> Any:
+        """Run a read on the sink's thread (chDB is held by this process)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._warehouse.query, sql
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._warehouse.close()

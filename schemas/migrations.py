@@ -1,0 +1,104 @@
+"""A small migration runner for ClickHouse: versioned, idempotent, recorded in a table.
+
+Migrations are ``schemas/clickhouse/NNNN_name.sql``. Where old servers (Debian's
+18.16, the ``legacy`` dialect) need different DDL, a ``NNNN_name.legacy.sql`` beside
+it is used there instead. Every statement must itself be idempotent
+(``IF NOT EXISTS``), so a run that died half way can simply run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from streams.clickhouse import Dialect, Warehouse
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "clickhouse"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()[:16]
+
+    def statements(self) -> list[str]:
+        lines = [ln for ln in self.sql.splitlines() if not ln.strip().startswith("--")]
+        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def discover(dialect: Dialect, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            continue  # variants (NNNN_name.legacy.sql) are picked up through their base file
+        variant = path.with_name(f"{path.stem}.{dialect}.sql")
+        chosen = variant if variant.exists() else path
+        found.append(Migration(int(match.group(1)), match.group(2), chosen.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version number in {directory}")
+    return found
+
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version UInt32,
+    name String,
+    checksum String,
+    applied_at DateTime
+)
+ENGINE = MergeTree()
+ORDER BY version
+"""
+
+
+def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
+    warehouse.command(_LEDGER)
+    res = warehouse.query("SELECT version, name, checksum FROM schema_migrations")
+    return {int(v): (n, c) for v, n, c in res.rows}
+
+
+def migrate(warehouse: Warehouse, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply the migrations not yet recorded, in order; return those applied now."""
+    done = applied(warehouse)
+    ran: list[Migration] = []
+    for migration in discover(warehouse.dialect, directory):
+        if migration.version in done:
+            name, checksum = done[migration.version]
+            if checksum != migration.checksum:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{name} was changed after it was applied "
+                    f"(recorded checksum {checksum}, file {migration.checksum}); "
+                    "add a new migration instead of editing an applied one"
+                )
+            continue
+        for statement in migration.statements():
+            warehouse.command(statement)
+        warehouse.insert(
+            "schema_migrations",
+            [
+                {
+                    "version": migration.version,
+                    "name": migration.name,
+                    "checksum": migration.checksum,
+                    "applied_at": datetime.now(UTC).replace(tzinfo=None),
+                }
+            ],
+        )
+        ran.append(migration)
+    return ran

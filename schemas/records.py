@@ -1,0 +1,228 @@
+"""Versioned wire schemas: the three inputs and the outputs later stages publish.
+
+JSON on the wire; every record names its ``kind`` and ``schema_version``. Field
+types are strict (a number sent as a string is an error, not a guess) and unknown
+fields are refused, so a producer's typo surfaces as a dead letter with a reason
+instead of a silently missing value.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from schemas.errors import ErrorKind, RecordError
+
+SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
+    "city_event": frozenset({1}),
+    "citizen_appeal": frozenset({1}),
+    "video_frame": frozenset({1}),
+    "dispatch_decision": frozenset({1}),
+    "detection": frozenset({1}),
+}
+
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+# ClickHouse DateTime holds 1970..2106; anything outside is a producer's bug.
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+_LATEST = datetime(2105, 12, 31, tzinfo=UTC)
+
+
+def _iso_string(value: Any) -> Any:
+    # Epoch numbers are ambiguous (s or ms?) and naive strings lack a zone: refuse both.
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value):
+        raise ValueError(
+            "must be an ISO 8601 string with a UTC offset, e.g. 2026-11-26T08:30:00+08:00"
+        )
+    return value
+
+
+def _in_storable_range(value: datetime) -> datetime:
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError("must lie between 1970 and 2105")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_storable_range)
+]
+RecordId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+ShortText = Annotated[StrictStr, Field(max_length=200)]
+Longitude = Annotated[StrictFloat | StrictInt, Field(ge=-180, le=180)]
+Latitude = Annotated[StrictFloat | StrictInt, Field(ge=-90, le=90)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: StrictInt
+
+
+class _Located(_Wire):
+    district: ShortText | None = None
+    street: ShortText | None = None
+    road: ShortText | None = None
+    address: Annotated[StrictStr, Field(max_length=500)] | None = None
+    location_type: ShortText | None = None
+    lon: Longitude | None = None
+    lat: Latitude | None = None
+
+
+class CityEvent(_Located):
+    """A structured city-management event: grid inspector, camera rule, sensor."""
+
+    kind: Literal["city_event"]
+    event_id: RecordId
+    source: Literal["grid_inspector", "camera", "sensor", "hotline", "other"]
+    reported_at: Timestamp
+    description: StrictStr
+    code: Annotated[StrictStr, Field(pattern=r"^[A-Z][0-9]{2}$")] | None = None
+    reporter_id: ShortText | None = None
+
+
+class CitizenAppeal(_Wire):
+    """A citizen's appeal in free Chinese text (12345 hotline, app, letter...)."""
+
+    kind: Literal["citizen_appeal"]
+    appeal_id: RecordId
+    channel: Literal["hotline_12345", "app", "wechat", "web", "letter", "other"]
+    received_at: Timestamp
+    text: StrictStr
+    # Personal data: accepted on the wire, never stored by the ingest stage.
+    caller_name: ShortText | None = None
+    caller_phone: ShortText | None = None
+    district: ShortText | None = None
+    address: Annotated[StrictStr, Field(max_length=500)] | None = None
+
+
+class VideoFrameRef(_Located):
+    """A reference to a captured frame (the JPEG itself lives in an object store)."""
+
+    kind: Literal["video_frame"]
+    frame_id: RecordId
+    camera_id: RecordId
+    captured_at: Timestamp
+    seq: Annotated[StrictInt, Field(ge=0)]
+    uri: Annotated[StrictStr, Field(min_length=1, max_length=1000)]
+    width: Annotated[StrictInt, Field(gt=0, le=16384)]
+    height: Annotated[StrictInt, Field(gt=0, le=16384)]
+    content_type: Literal["image/jpeg", "image/png"] = "image/jpeg"
+
+
+class Alternative(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    unit: StrictStr
+    code: StrictStr
+    confidence: Annotated[float, Field(ge=0, le=1)]
+
+
+class DispatchDecision(_Wire):
+    """Output of the dispatch stage (published to dispatch.orders / dispatch.review)."""
+
+    kind: Literal["dispatch_decision"]
+    input_id: RecordId
+    input_kind: Literal["city_event", "citizen_appeal"]
+    code: StrictStr
+    unit: StrictStr
+    district: StrictStr | None = None
+    street: StrictStr | None = None
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    auto: bool
+    alternatives: tuple[Alternative, ...] = ()
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    decided_at: Timestamp
+
+
+class Detection(_Wire):
+    """One object found in a frame by the vision stage."""
+
+    kind: Literal["detection"]
+    frame_id: RecordId
+    camera_id: RecordId
+    box: tuple[float, float, float, float]
+    label: StrictStr
+    code: StrictStr | None = None
+    score: Annotated[float, Field(ge=0, le=1)]
+    track_id: StrictStr | None = None
+
+
+InputRecord = CityEvent | CitizenAppeal | VideoFrameRef
+Record = InputRecord | DispatchDecision | Detection
+
+_MODELS: dict[str, type[Record]] = {
+    "city_event": CityEvent,
+    "citizen_appeal": CitizenAppeal,
+    "video_frame": VideoFrameRef,
+    "dispatch_decision": DispatchDecision,
+    "detection": Detection,
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "record"
+        if err["type"] == "missing":
+            parts.append(f"{where}: required field is missing")
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown field")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_record(obj: object) -> Record:
+    """Validate one decoded JSON value as a wire record; raise ``RecordError`` with the reason."""
+    if not isinstance(obj, dict):
+        raise RecordError(
+            ErrorKind.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
+        )
+    kind = obj.get("kind")
+    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise RecordError(ErrorKind.UNKNOWN_KIND, f"kind {kind!r} is not one of {sorted(_MODELS)}")
+    version = obj.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RecordError(ErrorKind.INVALID_FIELD, "schema_version: required integer is missing")
+    if version not in SUPPORTED_VERSIONS[kind]:
+        raise RecordError(
+            ErrorKind.UNSUPPORTED_VERSION,
+            f"{kind} schema_version {version} is not supported "
+            f"(supported: {sorted(SUPPORTED_VERSIONS[kind])})",
+        )
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise RecordError(ErrorKind.INVALID_FIELD, _describe(exc)) from exc
+
+
+def record_id(record: InputRecord) -> str:
+    if isinstance(record, CityEvent):
+        return record.event_id
+    if isinstance(record, CitizenAppeal):
+        return record.appeal_id
+    return record.frame_id
+
+
+def to_wire(record: Record) -> dict[str, Any]:
+    """The JSON-ready dict of a record (timestamps as ISO strings)."""
+    return record.model_dump(mode="json", exclude_none=True)
+
+
+def utc_naive(ts: datetime) -> datetime:
+    """ClickHouse ``DateTime`` columns hold UTC; drop the zone after converting."""
+    return ts.astimezone(UTC).replace(tzinfo=None)

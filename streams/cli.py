@@ -1,0 +1,276 @@
+"""The ``citystream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"citystream: bad settings in the environment:\n{exc}") from exc
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka_admin import create_topics
+
+    created, existing = create_topics(settings)
+    for name in created:
+        print(f"created  {name}")
+    for name in existing:
+        print(f"exists   {name}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.migrations import migrate
+    from streams.clickhouse import open_warehouse
+
+    warehouse = open_warehouse(settings)
+    try:
+        ran = migrate(warehouse)
+        print(
+            f"{warehouse.dialect} ClickHouse {warehouse.server_version()}, "
+            f"database {warehouse.database}: applied {[f'{m.version:04d}_{m.name}' for m in ran]}"
+        )
+    finally:
+        warehouse.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from processors.worker import build_state, create_app
+    from schemas.migrations import migrate
+    from streams.clickhouse import open_warehouse
+    from streams.kafka_admin import create_topics
+
+    create_topics(settings)
+    warehouse = open_warehouse(settings)
+    migrate(warehouse)
+    state = build_state(settings, warehouse)
+    app = create_app(state)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        state.sink.close()
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.domain import Domain
+    from streams.sample import sample_records
+
+    domain = Domain.load(settings.domain_file)
+    run_id = args.run_id or uuid.uuid4().hex[:8]
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as fh:
+        for record in sample_records(domain, args.count, args.seed, run_id, args.invalid_every):
+            if isinstance(record, str):
+                fh.write(record.encode() + b"\n")
+            else:
+                fh.write(orjson.dumps({k: v for k, v in record.items() if v is not None}) + b"\n")
+    print(f"wrote {args.count} records to {out} (run {run_id})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka_admin import producer
+    from streams.replay import read_lines, replay
+    from streams.topics import CATALOGUE
+
+    forced = None
+    if args.topic:
+        matches = [s for s in CATALOGUE if s.name == args.topic]
+        if not matches:
+            raise SystemExit(f"citystream: --topic must be one of {[s.name for s in CATALOGUE]}")
+        forced = matches[0]
+    prod = producer(settings)
+    try:
+        report = replay(
+            settings,
+            prod,
+            read_lines(Path(args.file)),
+            rate=args.rate or None,
+            forced=forced,
+            progress=(lambda r: print(f"  {r.sent} sent", file=sys.stderr))
+            if args.verbose
+            else None,
+        )
+    finally:
+        prod.close()
+    for number, reason in report.unroutable[:20]:
+        print(f"line {number}: not sent: {reason}", file=sys.stderr)
+    rate = report.sent / report.seconds if report.seconds else 0.0
+    print(
+        f"replayed {args.file}: {report.sent} sent, {report.confirmed} confirmed, "
+        f"{report.failed} failed, {len(report.unroutable)} unroutable, "
+        f"{report.seconds:.1f}s ({rate:.0f} msg/s)"
+    )
+    return 0 if report.ok else 1
+
+
+def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka_admin import wait_for_zero_lag
+    from streams.topics import INGEST_SOURCES
+
+    topics = [settings.topic(s.name) for s in INGEST_SOURCES]
+    started = time.monotonic()
+    try:
+        wait_for_zero_lag(settings, settings.consumer_group, topics, args.timeout)
+    except TimeoutError as exc:
+        print(f"citystream: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"group {settings.consumer_group} has stored everything ({time.monotonic() - started:.1f}s)"
+    )
+    return 0
+
+
+def _print_result(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
+    if fmt == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False, default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        cells = [columns] + [[str(v) for v in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        for n, row in enumerate(cells):
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+            if n == 0:
+                print("  ".join("-" * w for w in widths))
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.query import QueryRefused, read_only
+
+    try:
+        sql = read_only(args.sql)
+    except QueryRefused as exc:
+        print(f"citystream: {exc}", file=sys.stderr)
+        return 2
+    if settings.clickhouse_url:
+        from streams.clickhouse import open_warehouse
+
+        warehouse = open_warehouse(settings)
+        try:
+            result = warehouse.query(sql)
+        finally:
+            warehouse.close()
+        _print_result(result.columns, [list(r) for r in result.rows], args.format)
+        return 0
+    # Embedded mode: chDB's data is held by the running worker, so ask it.
+    url = f"http://{settings.web_host}:{settings.web_port}/query?" + urllib.parse.urlencode(
+        {"sql": sql}
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            doc = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        print(f"citystream: {json.load(exc).get('error')}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(
+            f"citystream: no worker answers at {settings.web_host}:{settings.web_port} "
+            f"({exc.reason}); start it with `make run`",
+            file=sys.stderr,
+        )
+        return 1
+    _print_result(doc["columns"], doc["rows"], args.format)
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.local_stack import stack_command
+
+    return stack_command(args.action, settings)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench import run_bench
+
+    return run_bench(settings, args.events, Path(args.output))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="citystream",
+        description="Real-time AI pipeline for city governance. Settings come from "
+        "CITYSTREAM_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("topics", help="create the catalogue's topics (existing ones are kept)")
+    sub.add_parser("migrate", help="apply ClickHouse migrations")
+    sub.add_parser("worker", help="run the Faust ingest worker (metrics on the web port)")
+
+    p = sub.add_parser("sample", help="write a seeded sample stream (JSON Lines)")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--run-id", default=None, help="id prefix (default: random, so runs add up)")
+    p.add_argument("--invalid-every", type=int, default=0, help="break every Nth record")
+    p.add_argument("--output", required=True)
+
+    p = sub.add_parser("replay", help="replay a JSON Lines file into the input topics")
+    p.add_argument("file")
+    p.add_argument("--rate", type=float, default=0, help="messages per second (0: unpaced)")
+    p.add_argument("--topic", default=None, help="send every line to this catalogue topic")
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("wait", help="wait until the ingest group has stored every message")
+    p.add_argument("--timeout", type=float, default=300)
+
+    p = sub.add_parser("query", help="run a read-only SQL query")
+    p.add_argument("sql")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    p = sub.add_parser("stack", help="the local stack: Kafka broker and worker")
+    p.add_argument("action", choices=("up", "down", "status"))
+
+    p = sub.add_parser("bench", help="replay N events and time until all are stored")
+    p.add_argument("--events", type=int, default=50_000)
+    p.add_argument("--output", default="bench-results/ingest.json")
+    return parser
+
+
+COMMANDS = {
+    "topics": cmd_topics,
+    "migrate": cmd_migrate,
+    "worker": cmd_worker,
+    "sample": cmd_sample,
+    "replay": cmd_replay,
+    "wait": cmd_wait,
+    "query": cmd_query,
+    "stack": cmd_stack,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args, _settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""kafka-python clients built from the settings: admin (topics, lag) and producers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+from streams.topics import CATALOGUE, TopicSpec, topic_configs
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Connection and security options shared by every kafka-python client."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "client_id": "citystream",
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        config["sasl_plain_password"] = password.get_secret_value() if password else None
+    if settings.kafka_ssl_cafile:
+        config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    return config
+
+
+def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
+    """An admin client; waits up to ``timeout_s`` for a broker that is still starting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaAdminClient(**client_config(settings), request_timeout_ms=15000)
+        except KafkaError:  # no broker answers yet (NoBrokersAvailable and kin)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    options: dict[str, Any] = {
+        **client_config(settings),
+        # Delivery confirmation from all in-sync replicas, and retries that cannot reorder.
+        "acks": "all",
+        "retries": 5,
+        "max_in_flight_requests_per_connection": 1,
+        "linger_ms": 5,
+        "max_request_size": 4 * 1024 * 1024,
+    }
+    options.update(overrides)
+    return KafkaProducer(**options)
+
+
+def create_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE
+) -> tuple[list[str], list[str]]:
+    """Create the catalogue's topics; existing ones are left alone. Returns (created, existing)."""
+    admin = admin_client(settings)
+    try:
+        present = set(admin.list_topics())
+        created: list[str] = []
+        existing: list[str] = []
+        for spec in specs:
+            name = settings.topic(spec.name)
+            if name in present:
+                existing.append(name)
+                continue
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication_factor,
+                            topic_configs=topic_configs(spec),
+                        )
+                    ]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                existing.append(name)  # created concurrently by another process
+        return created, existing
+    finally:
+        admin.close()
+
+
+def consumer_lag(
+    settings: Settings, group: str, topics: Iterable[str]
+) -> dict[TopicPartition, int]:
+    """End offset minus the group's committed offset, per partition (uncommitted: whole log)."""
+    # A consumer that names the group but never subscribes reads its commits without joining.
+    consumer = KafkaConsumer(**client_config(settings), group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return {}
+        ends = consumer.end_offsets(partitions)
+        begins = consumer.beginning_offsets(partitions)
+        lag: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            committed = consumer.committed(tp)
+            done = committed if committed is not None else begins[tp]
+            lag[tp] = max(ends[tp] - done, 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+def wait_for_zero_lag(
+    settings: Settings, group: str, topics: Iterable[str], timeout_s: float
+) -> dict[TopicPartition, int]:
+    """Poll until the group has committed everything on ``topics``; return the last lag seen."""
+    topics = list(topics)
+    deadline = time.monotonic() + timeout_s
+    lag: dict[TopicPartition, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            lag = consumer_lag(settings, group, topics)
+        except KafkaError:
+            lag = {}
+        if lag and sum(lag.values()) == 0:
+            return lag
+        time.sleep(0.5)
+    raise TimeoutError(f"group {group} still has lag after {timeout_s}s: {lag}")

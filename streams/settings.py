@@ -1,0 +1,85 @@
+"""The one settings object: read from the environment once, frozen, passed in.
+
+Every variable is ``CITYSTREAM_<FIELD>`` (upper case). Credentials are
+``SecretStr`` so they never show up in logs, reprs or error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYSTREAM_", frozen=True, extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    # Prefix for every topic name: isolates environments (and tests) on one cluster.
+    topic_prefix: str = ""
+    # Consumer group / Faust application id of the ingest worker.
+    consumer_group: str = "citystream-ingest"
+    # A worker that dies without leaving is noticed after this long; its partitions then
+    # move to the others. Shorter: faster failover; longer: fewer rebalances on GC pauses.
+    kafka_session_timeout_s: float = Field(default=30.0, ge=3)
+    # Partitions for topics we create (existing topics are left as they are).
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    # --- ClickHouse ------------------------------------------------------------
+    # Unset: the embedded chDB engine on disk at ``chdb_path``.
+    # Set (clickhouse://user@host:9000/db): a ClickHouse server over the native protocol.
+    clickhouse_url: str | None = None
+    clickhouse_password: SecretStr | None = None
+    clickhouse_database: str = "citystream"
+    chdb_path: Path | None = None
+
+    # --- Processing ------------------------------------------------------------
+    domain_file: Path = REPO_ROOT.parent / "shared" / "domain" / "qingdao.json"
+    max_text_chars: int = Field(default=4000, ge=1)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    sink_batch_size: int = Field(default=2000, ge=1)
+    sink_flush_interval_s: float = Field(default=0.5, gt=0)
+    # Upper bound between retries of a failing ClickHouse insert (backoff doubles up to it).
+    sink_retry_max_backoff_s: float = Field(default=10.0, gt=0)
+
+    # --- Worker ----------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    lag_poll_interval_s: float = Field(default=5.0, gt=0)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+
+    # --- Local stack -------------------------------------------------------------
+    # Where the local stack keeps data, logs and pid files; fetched jars go to cache_dir.
+    var_dir: Path = REPO_ROOT / "var"
+    cache_dir: Path = REPO_ROOT / ".cache"
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "CITYSTREAM_KAFKA_SECURITY_PROTOCOL is SASL_*: set "
+                "CITYSTREAM_KAFKA_SASL_MECHANISM, CITYSTREAM_KAFKA_SASL_USERNAME and "
+                "CITYSTREAM_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @property
+    def chdb_data_path(self) -> Path:
+        return self.chdb_path or (self.var_dir / "chdb")
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a catalogue name (with this environment's prefix)."""
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,117 @@
+"""The topic catalogue: every topic's name, partitions, retention and key, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streams.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    description: str
+    # Record kind carried (matches the wire ``kind``); None for mixed/internal topics.
+    kind: str | None
+    # Record fields tried in order for the message key. District first: one
+    # district's events then stay ordered on one partition and meet in one worker.
+    key_fields: tuple[str, ...]
+    retention_ms: int
+    max_message_bytes: int = 1024 * 1024
+    compact: bool = False
+
+
+CITY_EVENTS = TopicSpec(
+    "city.events",
+    "structured city-management events (grid inspectors, cameras, sensors)",
+    "city_event",
+    ("district", "event_id"),
+    14 * DAY_MS,
+)
+CITIZEN_APPEALS = TopicSpec(
+    "citizen.appeals",
+    "citizen appeals in free text (12345 hotline, app, letters)",
+    "citizen_appeal",
+    ("district", "appeal_id"),
+    14 * DAY_MS,
+)
+VIDEO_FRAMES = TopicSpec(
+    "frames.refs",
+    "references to captured video frames (JPEG in an object store)",
+    "video_frame",
+    ("camera_id",),
+    3 * DAY_MS,
+)
+DISPATCH_ORDERS = TopicSpec(
+    "dispatch.orders",
+    "automatically dispatched decisions",
+    "dispatch_decision",
+    ("district", "input_id"),
+    30 * DAY_MS,
+)
+DISPATCH_REVIEW = TopicSpec(
+    "dispatch.review",
+    "decisions waiting for a dispatcher",
+    "dispatch_decision",
+    ("district", "input_id"),
+    30 * DAY_MS,
+)
+DISPATCH_FEEDBACK = TopicSpec(
+    "dispatch.feedback",
+    "dispatchers' confirmations and corrections",
+    None,
+    ("input_id",),
+    90 * DAY_MS,
+)
+DEAD_LETTERS = TopicSpec(
+    "citystream.dead_letters",
+    "messages no stage could process, with the reason and the original bytes",
+    "dead_letter",
+    ("source_topic",),
+    30 * DAY_MS,
+    # Holds the original message plus its reason, so it must take a little more.
+    max_message_bytes=2 * 1024 * 1024,
+)
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    CITY_EVENTS,
+    CITIZEN_APPEALS,
+    VIDEO_FRAMES,
+    DISPATCH_ORDERS,
+    DISPATCH_REVIEW,
+    DISPATCH_FEEDBACK,
+    DEAD_LETTERS,
+)
+INGEST_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS, VIDEO_FRAMES)
+
+
+def spec_for_kind(kind: str) -> TopicSpec:
+    for spec in INGEST_SOURCES:
+        if spec.kind == kind:
+            return spec
+    raise KeyError(f"no input topic carries records of kind {kind!r}")
+
+
+def message_key(spec: TopicSpec, record: dict[str, object]) -> bytes | None:
+    for field in spec.key_fields:
+        value = record.get(field)
+        if isinstance(value, str) and value:
+            return value.encode("utf-8")
+    return None
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    return {
+        "retention.ms": str(spec.retention_ms),
+        "max.message.bytes": str(spec.max_message_bytes),
+        "cleanup.policy": "compact" if spec.compact else "delete",
+    }
+
+
+def kinds_by_topic(
+    settings: Settings, specs: Iterable[TopicSpec] = INGEST_SOURCES
+) -> dict[str, str]:
+    return {settings.topic(s.name): s.kind for s in specs if s.kind}

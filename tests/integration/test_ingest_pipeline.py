@@ -1,0 +1,199 @@
+"""Messages produced to the real broker, through the real worker, into ClickHouse."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from infra.services import ClickHouseServer
+from schemas.domain import Domain
+from streams.clickhouse import ServerWarehouse
+from streams.kafka_admin import (
+    client_config,
+    consumer_lag,
+    create_topics,
+    producer,
+    wait_for_zero_lag,
+)
+from streams.replay import replay
+from streams.sample import sample_records
+from streams.settings import Settings
+from streams.topics import CITY_EVENTS, DEAD_LETTERS, INGEST_SOURCES
+
+pytestmark = pytest.mark.integration
+
+
+def _sample(settings: Settings, count: int, invalid_every: int, run_id: str) -> list[Any]:
+    domain = Domain.load(settings.domain_file)
+    return list(sample_records(domain, count, seed=7, run_id=run_id, invalid_every=invalid_every))
+
+
+def _replay(settings: Settings, records: list[Any]) -> None:
+    create_topics(settings)
+    lines = ((n, orjson.dumps(r)) for n, r in enumerate(records, start=1))
+    prod = producer(settings)
+    try:
+        report = replay(settings, prod, lines, rate=None)
+    finally:
+        prod.close()
+    assert report.ok and report.sent == len(records), report
+
+
+def _expected(records: list[Any]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"city_event": set(), "citizen_appeal": set(), "bad": set()}
+    for r in records:
+        rid = r.get("event_id") or r.get("appeal_id")
+        out["bad" if "-bad" in rid else r["kind"]].add(rid)
+    return out
+
+
+def _source_topics(settings: Settings) -> list[str]:
+    return [settings.topic(s.name) for s in INGEST_SOURCES]
+
+
+def test_sample_stream_lands_in_chdb(settings: Settings, worker_factory: Any) -> None:
+    records = _sample(settings, 600, invalid_every=40, run_id="r1")
+    expected = _expected(records)
+    _replay(settings, records)
+    worker = worker_factory(settings)
+    worker.start()
+    wait_for_zero_lag(settings, settings.consumer_group, _source_topics(settings), timeout_s=120)
+
+    events = worker.query("SELECT event_id FROM city_events")
+    appeals = worker.query("SELECT appeal_id FROM citizen_appeals")
+    assert {r["event_id"] for r in events} == expected["city_event"]
+    assert {r["appeal_id"] for r in appeals} == expected["citizen_appeal"]
+    dead = worker.query("SELECT error_kind, original_b64 FROM dead_letters")
+    assert len(dead) == len(expected["bad"])
+    originals = {
+        json.loads(base64.b64decode(d["original_b64"])).get("event_id")
+        or json.loads(base64.b64decode(d["original_b64"])).get("appeal_id")
+        for d in dead
+    }
+    assert originals == expected["bad"]
+
+    # Enrichment came from the domain: the taxonomy's name and urgency for the code.
+    domain = Domain.load(settings.domain_file)
+    one = next(r for r in records if r["kind"] == "city_event" and "-bad" not in r["event_id"])
+    row = worker.query(
+        "SELECT district, event_name, urgency, ingest_latency_ms FROM city_events "
+        f"WHERE event_id = '{one['event_id']}'"
+    )[0]
+    assert row["district"] == one["district"]
+    assert row["event_name"] == domain.event_types[one["code"]].name
+    assert row["urgency"] == domain.event_types[one["code"]].urgency
+    assert row["ingest_latency_ms"] >= 0
+    assert worker.metric("citystream_events_out_total") == len(events) + len(appeals)
+    assert worker.metric("citystream_dead_letters_total") == len(expected["bad"])
+
+
+def test_sample_stream_lands_in_clickhouse_server(
+    settings: Settings, clickhouse_server: ClickHouseServer, worker_factory: Any
+) -> None:
+    server_settings = settings.model_copy(update={"clickhouse_url": clickhouse_server.url})
+    records = _sample(server_settings, 400, invalid_every=50, run_id="r2")
+    expected = _expected(records)
+    _replay(server_settings, records)
+    worker = worker_factory(server_settings)
+    worker.start()
+    wait_for_zero_lag(
+        server_settings, server_settings.consumer_group, _source_topics(server_settings), 120
+    )
+    warehouse = ServerWarehouse(clickhouse_server.url, server_settings.clickhouse_database)
+    try:
+        assert warehouse.dialect == "legacy"  # Debian's 18.16
+        events = warehouse.query("SELECT event_id, reported_at FROM city_events").dicts()
+        appeals = warehouse.query("SELECT appeal_id FROM citizen_appeals").dicts()
+        dead = warehouse.query("SELECT count() FROM dead_letters").scalar()
+    finally:
+        warehouse.close()
+    assert {r["event_id"] for r in events} == expected["city_event"]
+    assert {r["appeal_id"] for r in appeals} == expected["citizen_appeal"]
+    assert dead == len(expected["bad"])
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "reason_part"),
+    [
+        (b"\xff\xfe\x00garbage", "undecodable", "not UTF-8"),
+        (b'{"kind": "city_event", "event_id": ', "malformed_json", "not valid JSON"),
+        (
+            b'{"kind": "city_event", "schema_version": 7, "event_id": "x"}',
+            "unsupported_version",
+            "schema_version 7",
+        ),
+        (b'{"kind": "citizen_appeal", "schema_version": 1, "appeal_id": "a1"}', "wrong_topic", ""),
+    ],
+)
+def test_bad_message_lands_in_dead_letter_topic(
+    settings: Settings, worker_factory: Any, value: bytes, kind: str, reason_part: str
+) -> None:
+    create_topics(settings)
+    prod = producer(settings)
+    topic = settings.topic(CITY_EVENTS.name)
+    meta = prod.send(topic, value=value, key=b"k1").get(timeout=30)
+    prod.close()
+    worker = worker_factory(settings)
+    worker.start()
+
+    consumer = KafkaConsumer(
+        settings.topic(DEAD_LETTERS.name),
+        **client_config(settings),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=30000,
+        group_id=None,
+    )
+    try:
+        letter = json.loads(next(iter(consumer)).value)
+    finally:
+        consumer.close()
+    assert letter["error_kind"] == kind
+    assert reason_part in letter["reason"]
+    assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+        topic,
+        meta.partition,
+        meta.offset,
+    )
+    assert base64.b64decode(letter["original_b64"]) == value
+    assert base64.b64decode(letter["key_b64"]) == b"k1"
+    # The bad message is done with: its offset is committed, not retried forever.
+    wait_for_zero_lag(settings, settings.consumer_group, [topic], timeout_s=60)
+
+
+def test_worker_killed_mid_stream_stores_each_event_once(
+    settings: Settings, worker_factory: Any, tmp_path: Path
+) -> None:
+    total = 30_000
+    records = _sample(settings, total, invalid_every=0, run_id="crash")
+    _replay(settings, records)
+    topics = _source_topics(settings)
+
+    first = worker_factory(settings)
+    first.start()
+    deadline = time.monotonic() + 120
+    while first.metric("citystream_events_out_total") < 3000:
+        assert time.monotonic() < deadline, first.log_tail()
+        time.sleep(0.05)
+    first.kill()  # SIGKILL: no shutdown, no final commit
+    lag_after_kill = sum(consumer_lag(settings, settings.consumer_group, topics).values())
+    # Mid-stream: rows are stored (>= 3000) and messages are left; those stored but not yet
+    # committed come again to the second worker.
+    assert 0 < lag_after_kill <= total, "the kill must land mid-stream for this test to mean much"
+
+    second = worker_factory(settings)
+    second.start()
+    wait_for_zero_lag(settings, settings.consumer_group, topics, timeout_s=180)
+    counts = second.query(
+        "SELECT (SELECT count() FROM city_events) + (SELECT count() FROM citizen_appeals) AS rows,"
+        " (SELECT uniqExact(event_id) FROM city_events)"
+        " + (SELECT uniqExact(appeal_id) FROM citizen_appeals) AS ids"
+    )[0]
+    assert counts == {"rows": total, "ids": total}
+    assert second.query("SELECT count() AS n FROM dead_letters")[0]["n"] == 0
