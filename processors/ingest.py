@@ -309,7 +309,8 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return sum(len(r) for r in self.rows_by_table.values()) + len(self.dead_letters)
+        """Outcomes in the batch (dead letters are rows of their own table too)."""
+        return sum(len(r) for r in self.rows_by_table.values())
 
 
 DEAD_LETTERS_TABLE = "dead_letters_log"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -54,24 +55,26 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
     options: dict[str, Any] = {"broker": servers}
     protocol = settings.kafka_security_protocol
+    # Our own context: faust's SSLCredentials without a purpose fails, and no CA file
+    # means the system's trust store, as with the kafka-python clients.
+    tls = (
+        ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        )
+        if protocol in ("SSL", "SASL_SSL")
+        else None
+    )
     if protocol.startswith("SASL"):
-        import ssl
-
         password = settings.kafka_sasl_password
         options["broker_credentials"] = faust.SASLCredentials(
             username=settings.kafka_sasl_username,
             password=password.get_secret_value() if password else None,
             mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=(
-                ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile))
-                if protocol == "SASL_SSL"
-                else None
-            ),
+            ssl_context=tls,
         )
-    elif protocol == "SSL":
-        options["broker_credentials"] = faust.SSLCredentials(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
+    elif tls is not None:
+        options["broker_credentials"] = faust.SSLCredentials(context=tls)
     return options
 
 
