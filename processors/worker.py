@@ -153,32 +153,41 @@ def create_app(state: WorkerState) -> faust.App:
         # Delivery confirmed before the source offsets may be acked.
         await asyncio.gather(*pending)
 
+    async def store_batch(stream: StreamT, events: list[EventT]) -> None:
+        now = datetime.now(UTC)
+        outcomes = []
+        for event in events:
+            msg = _source_message(event)
+            metrics.events_in.labels(msg.topic).inc()
+            outcomes.append(process_safely(msg, state.context, now))
+        batch = group_outcomes(outcomes)
+        await state.sink.write(batch.rows_by_table)
+        await publish_dead_letters(batch.dead_letters)
+        stored_at = datetime.now(UTC)
+        for outcome in outcomes:
+            if isinstance(outcome, StoredRow):
+                metrics.events_out.labels(outcome.table).inc()
+                latency = (
+                    outcome.row["ingest_latency_ms"] / 1000 + (stored_at - now).total_seconds()
+                )
+                metrics.ingest_latency.labels(outcome.row["kafka_topic"]).observe(max(latency, 0.0))
+        for event in events:
+            await stream.ack(event)
+
     @app.agent(sources, name="ingest")
     async def ingest_agent(stream: StreamT) -> AsyncIterator[None]:
-        async for events in stream.noack_take(
-            settings.sink_batch_size, within=settings.sink_flush_interval_s
-        ):
-            now = datetime.now(UTC)
-            outcomes = []
-            for event in events:
-                msg = _source_message(event)
-                metrics.events_in.labels(msg.topic).inc()
-                outcomes.append(process_safely(msg, state.context, now))
-            batch = group_outcomes(outcomes)
-            await state.sink.write(batch.rows_by_table)
-            await publish_dead_letters(batch.dead_letters)
-            stored_at = datetime.now(UTC)
-            for outcome in outcomes:
-                if isinstance(outcome, StoredRow):
-                    metrics.events_out.labels(outcome.table).inc()
-                    topic = outcome.row["kafka_topic"]
-                    latency = (
-                        outcome.row["ingest_latency_ms"] / 1000 + (stored_at - now).total_seconds()
-                    )
-                    metrics.ingest_latency.labels(topic).observe(max(latency, 0.0))
-            for event in events:
-                await stream.ack(event)
-            yield None
+        try:
+            async for events in stream.noack_take(
+                settings.sink_batch_size, within=settings.sink_flush_interval_s
+            ):
+                await store_batch(stream, events)
+                yield None
+        except Exception as exc:  # noqa: BLE001 - see below
+            # A failed agent would leave the worker up but consuming nothing. The batch is
+            # not acked, so crash the worker: a supervisor restarts it and the batch comes again.
+            log.critical("ingest agent failed, stopping the worker: %r", exc)
+            await app.crash(exc)
+            raise
 
     @app.timer(interval=settings.lag_poll_interval_s)
     async def poll_lag() -> None:

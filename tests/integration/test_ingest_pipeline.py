@@ -197,3 +197,40 @@ def test_worker_killed_mid_stream_stores_each_event_once(
     )[0]
     assert counts == {"rows": total, "ids": total}
     assert second.query("SELECT count() AS n FROM dead_letters")[0]["n"] == 0
+
+
+def test_agent_failure_stops_the_worker_without_committing(
+    settings: Settings, worker_factory: Any
+) -> None:
+    """A batch that cannot be made durable must crash the worker, not leave it idle and up."""
+    from kafka.admin import NewTopic
+
+    from streams.kafka_admin import admin_client
+
+    # A dead-letter topic too small for the dead letter: its delivery fails in the agent.
+    admin = admin_client(settings)
+    admin.create_topics(
+        [
+            NewTopic(
+                settings.topic(DEAD_LETTERS.name), 1, 1, topic_configs={"max.message.bytes": "2000"}
+            )
+        ]
+    )
+    admin.close()
+    create_topics(settings)
+    prod = producer(settings)
+    topic = settings.topic(CITY_EVENTS.name)
+    prod.send(topic, value=b"\xff" * 5000, key=b"k").get(timeout=30)
+    prod.close()
+
+    worker = worker_factory(settings)
+    worker.start()
+    assert worker.proc is not None
+    try:
+        code = worker.proc.wait(timeout=60)
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"worker kept running:\n{worker.log_tail()}") from exc
+    assert code != 0, worker.log_tail()
+    assert "ingest agent failed" in worker.log_tail(200)
+    # Nothing was acked: the message is still there for the restarted worker.
+    assert sum(consumer_lag(settings, settings.consumer_group, [topic]).values()) == 1
