@@ -6,18 +6,16 @@ cached under ``Settings.cache_dir``. ``up`` reuses whatever is already running.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from infra.services import KafkaBroker
+from infra.worker_process import worker_ready
 from streams.settings import Settings
 
 
@@ -36,15 +34,6 @@ def _pid_alive(pid_file: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid
-
-
-def worker_ready(settings: Settings) -> bool:
-    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(json.load(resp).get("ready"))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def start_worker(settings: Settings, timeout_s: float = 90) -> int:

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streams.settings import Settings
+
 # Current Kafka 4.x on Maven Central; verified with kafka-python 3.0.12 and aiokafka 0.14.
 KAFKA_VERSION = "4.4.0"
 
@@ -44,6 +46,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: two calls to free_port() may hand out the same one."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 # --------------------------------------------------------------------------- process helpers
@@ -276,7 +288,11 @@ class KafkaBroker(_Daemon):
             shutil.copyfile(KAFKA_POM, pom)
             result = subprocess.run(
                 [
-                    mvn, "-q", "-B", "-f", str(pom),
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
                     "dependency:copy-dependencies",
                     f"-Dkafka.version={self.version}",
                     f"-DoutputDirectory={staging / 'libs'}",
@@ -466,12 +482,6 @@ class ClickHouseServer(_Daemon):
 # ----------------------------------------------------------------------------------- CLI
 
 
-def default_cache_dir() -> Path:
-    """Where Kafka jars are cached: $CITYSTREAM_CACHE_DIR, else <repo>/.cache (gitignored)."""
-    env = os.environ.get("CITYSTREAM_CACHE_DIR")
-    return Path(env) if env else INFRA_DIR.parent / ".cache"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.services", description="Local Kafka / ClickHouse servers."
@@ -482,7 +492,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="Kafka listener / ClickHouse TCP port")
     parser.add_argument("--controller-port", type=int, help="Kafka KRaft controller port")
     parser.add_argument("--http-port", type=int, help="ClickHouse HTTP port")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="Kafka jar cache")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="Kafka jar cache (default: CITYSTREAM_CACHE_DIR)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="start/stop timeout (s)")
     args = parser.parse_args(argv)
 
@@ -491,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = args.port or 9092
         server = KafkaBroker(
             args.home,
-            args.cache_dir or default_cache_dir(),
+            args.cache_dir or Settings().cache_dir,
             port=port,
             controller_port=args.controller_port or port + 1,
         )

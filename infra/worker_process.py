@@ -7,6 +7,7 @@ Used by the integration tests and the benchmark; the worker's own HTTP endpoints
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,13 +18,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.query import query_worker
 from streams.settings import REPO_ROOT, Settings
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that makes a child process read exactly these settings."""
-    import os
-
     env = {k: v for k, v in (base or os.environ).items() if not k.startswith("CITYSTREAM_")}
     for name, value in settings.model_dump().items():
         if value is None:
@@ -32,6 +32,16 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
             value = value.get_secret_value()
         env[f"CITYSTREAM_{name.upper()}"] = str(value)
     return env
+
+
+def worker_ready(settings: Settings) -> bool:
+    """True when the worker at the settings' web address says it is ready (/readyz)."""
+    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return bool(json.load(resp).get("ready"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False  # not listening yet, or 503 while partitions or the sink are missing
 
 
 def metric_total(exposition: str, name: str, **labels: str) -> float:
@@ -68,7 +78,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.get_json("/readyz", ok_only=False).get("ready"):
+            if worker_ready(self.settings):
                 return time.monotonic()
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
@@ -76,23 +86,8 @@ class WorkerProcess:
     def url(self, path: str) -> str:
         return f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
 
-    def get_json(self, path: str, ok_only: bool = True) -> dict[str, Any]:
-        """GET a JSON endpoint; with ``ok_only=False`` an error or no answer gives ``{}``/body."""
-        try:
-            with urllib.request.urlopen(self.url(path), timeout=60) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            if ok_only:
-                raise RuntimeError(f"{path}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
-            return json.load(exc)
-        except (urllib.error.URLError, OSError, ValueError):
-            if ok_only:
-                raise
-            return {}
-
     def query(self, sql: str) -> list[dict[str, Any]]:
-        doc = self.get_json("/query?" + urllib.parse.urlencode({"sql": sql}))
-        return [dict(zip(doc["columns"], row, strict=True)) for row in doc["rows"]]
+        return query_worker(self.settings.web_host, self.settings.web_port, sql).dicts()
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.url("/metrics"), timeout=10) as resp:

@@ -307,11 +307,6 @@ class Batch:
     rows_by_table: dict[str, list[dict[str, Any]]]
     dead_letters: list[DeadLetter]
 
-    @property
-    def size(self) -> int:
-        """Outcomes in the batch (dead letters are rows of their own table too)."""
-        return sum(len(r) for r in self.rows_by_table.values())
-
 
 DEAD_LETTERS_TABLE = "dead_letters_log"
 

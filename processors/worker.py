@@ -13,13 +13,14 @@ import asyncio
 import logging
 import ssl
 import traceback
-from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
+from kafka.errors import KafkaError
 
 from processors.ingest import (
     DeadLetter,
@@ -34,7 +35,7 @@ from processors.sink import ClickHouseSink
 from schemas.domain import Domain
 from schemas.errors import ErrorKind
 from streams.codecs import encode_json
-from streams.kafka_admin import consumer_lag
+from streams.kafka_admin import LagProbe
 from streams.query import QueryRefused, read_only
 from streams.settings import Settings
 from streams.topics import DEAD_LETTERS, INGEST_SOURCES, kinds_by_topic
@@ -175,13 +176,12 @@ def create_app(state: WorkerState) -> faust.App:
             await stream.ack(event)
 
     @app.agent(sources, name="ingest")
-    async def ingest_agent(stream: StreamT) -> AsyncIterator[None]:
+    async def ingest_agent(stream: StreamT) -> None:
         try:
             async for events in stream.noack_take(
                 settings.sink_batch_size, within=settings.sink_flush_interval_s
             ):
                 await store_batch(stream, events)
-                yield None
         except Exception as exc:  # noqa: BLE001 - see below
             # A failed agent would leave the worker up but consuming nothing. The batch is
             # not acked, so crash the worker: a supervisor restarts it and the batch comes again.
@@ -189,13 +189,25 @@ def create_app(state: WorkerState) -> faust.App:
             await app.crash(exc)
             raise
 
+    # One probe, kept open and used from one thread: a fresh consumer per poll would
+    # bootstrap and find the group coordinator again every few seconds.
+    lag_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lag-probe")
+    lag_probe: list[LagProbe] = []
+
+    def read_lag() -> dict[Any, int]:
+        if not lag_probe:
+            topics = [settings.topic(s.name) for s in INGEST_SOURCES]
+            lag_probe.append(LagProbe(settings, settings.consumer_group, topics))
+        try:
+            return lag_probe[0].lag()
+        except KafkaError:
+            lag_probe.pop().close()  # reconnect on the next poll
+            raise
+
     @app.timer(interval=settings.lag_poll_interval_s)
     async def poll_lag() -> None:
-        topics = [settings.topic(s.name) for s in INGEST_SOURCES]
         try:
-            lag = await asyncio.get_running_loop().run_in_executor(
-                None, consumer_lag, settings, settings.consumer_group, topics
-            )
+            lag = await asyncio.get_running_loop().run_in_executor(lag_thread, read_lag)
         except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
             log.warning("consumer lag poll failed: %s", exc)
             return

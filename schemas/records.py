@@ -210,14 +210,6 @@ def parse_record(obj: object) -> Record:
         raise RecordError(ErrorKind.INVALID_FIELD, _describe(exc)) from exc
 
 
-def record_id(record: InputRecord) -> str:
-    if isinstance(record, CityEvent):
-        return record.event_id
-    if isinstance(record, CitizenAppeal):
-        return record.appeal_id
-    return record.frame_id
-
-
 def to_wire(record: Record) -> dict[str, Any]:
     """The JSON-ready dict of a record (timestamps as ISO strings)."""
     return record.model_dump(mode="json", exclude_none=True)

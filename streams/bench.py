@@ -25,15 +25,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import orjson
 from kafka.errors import KafkaError
 
-from infra.services import KAFKA_VERSION, KafkaBroker, free_port
+from infra.services import KAFKA_VERSION, KafkaBroker, free_ports
 from infra.worker_process import WorkerProcess, metric_total
 from schemas.domain import Domain
 from streams.kafka_admin import create_topics, producer, wait_for_zero_lag
 from streams.replay import ReplayReport, replay
-from streams.sample import sample_records
+from streams.sample import json_lines, sample_records
 from streams.settings import Settings
 from streams.topics import INGEST_SOURCES
 
@@ -44,29 +43,10 @@ LATENCY_METRIC = "citystream_ingest_latency_seconds"
 EVENTS_OUT_METRIC = "citystream_events_out"
 
 
-def _distinct_free_ports(n: int) -> list[int]:
-    # free_port() asks the OS one at a time; make sure two calls did not hand out the same one.
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def sample_lines(settings: Settings, count: int, run_id: str) -> list[tuple[int, bytes]]:
+def numbered_sample(settings: Settings, count: int, run_id: str) -> list[tuple[int, bytes]]:
     """``count`` valid sample records as (line number, JSON bytes), all in memory."""
     domain = Domain.load(settings.domain_file)
-    lines: list[tuple[int, bytes]] = []
-    for number, record in enumerate(
-        sample_records(domain, count, SEED, run_id, invalid_every=0), start=1
-    ):
-        if isinstance(record, str):
-            data = record.encode()
-        else:
-            data = orjson.dumps({k: v for k, v in record.items() if v is not None})
-        lines.append((number, data))
-    return lines
+    return list(enumerate(json_lines(sample_records(domain, count, SEED, run_id)), start=1))
 
 
 # ------------------------------------------------------------------------- metrics text
@@ -188,7 +168,7 @@ def run_bench(settings: Settings, events: int, output: Path) -> int:
     run_id, latency_run_id = f"b{unique}", f"l{unique}"
     run_dir = settings.var_dir / "bench" / f"run-{unique}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    kafka_port, controller_port, web_port = _distinct_free_ports(3)
+    kafka_port, controller_port, web_port = free_ports(3)
     broker = KafkaBroker(
         run_dir / "kafka", settings.cache_dir, port=kafka_port, controller_port=controller_port
     )
@@ -218,8 +198,8 @@ def run_bench(settings: Settings, events: int, output: Path) -> int:
     load_before = os.getloadavg()
     print(f"bench: {events} events, run {unique}, scratch {run_dir}", file=sys.stderr)
 
-    lines = sample_lines(bench, events, run_id)
-    latency_lines = sample_lines(bench, LATENCY_EVENTS, latency_run_id)
+    lines = numbered_sample(bench, events, run_id)
+    latency_lines = numbered_sample(bench, LATENCY_EVENTS, latency_run_id)
     drain_timeout = 120 + events / 500  # generous: a worker 10x slower than usual still passes
 
     try:

@@ -7,14 +7,10 @@ import csv
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from streams.settings import Settings
@@ -77,18 +73,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.domain import Domain
-    from streams.sample import sample_records
+    from streams.sample import json_lines, sample_records
 
     domain = Domain.load(settings.domain_file)
     run_id = args.run_id or uuid.uuid4().hex[:8]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as fh:
-        for record in sample_records(domain, args.count, args.seed, run_id, args.invalid_every):
-            if isinstance(record, str):
-                fh.write(record.encode() + b"\n")
-            else:
-                fh.write(orjson.dumps({k: v for k, v in record.items() if v is not None}) + b"\n")
+        records = sample_records(domain, args.count, args.seed, run_id, args.invalid_every)
+        for line in json_lines(records):
+            fh.write(line + b"\n")
     print(f"wrote {args.count} records to {out} (run {run_id})")
     return 0
 
@@ -118,6 +112,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         prod.close()
+    if report.first_error:
+        print(f"delivery failed: {report.first_error}", file=sys.stderr)
     for number, reason in report.unroutable[:20]:
         print(f"line {number}: not sent: {reason}", file=sys.stderr)
     rate = report.sent / report.seconds if report.seconds else 0.0
@@ -164,41 +160,32 @@ def _print_result(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.query import QueryRefused, read_only
+    from streams.clickhouse import QueryResult, WarehouseError, open_warehouse
+    from streams.query import QueryRefused, WorkerUnavailable, query_worker, read_only
 
     try:
         sql = read_only(args.sql)
     except QueryRefused as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 2
-    if settings.clickhouse_url:
-        from streams.clickhouse import open_warehouse
-
-        warehouse = open_warehouse(settings)
-        try:
-            result = warehouse.query(sql)
-        finally:
-            warehouse.close()
-        _print_result(result.columns, [list(r) for r in result.rows], args.format)
-        return 0
-    # Embedded mode: chDB's data is held by the running worker, so ask it.
-    url = f"http://{settings.web_host}:{settings.web_port}/query?" + urllib.parse.urlencode(
-        {"sql": sql}
-    )
+    result: QueryResult
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
-            doc = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        print(f"citystream: {json.load(exc).get('error')}", file=sys.stderr)
+        if settings.clickhouse_url:
+            warehouse = open_warehouse(settings)
+            try:
+                result = warehouse.query(sql)
+            finally:
+                warehouse.close()
+        else:
+            # Embedded mode: chDB's data is held by the running worker, so ask it.
+            result = query_worker(settings.web_host, settings.web_port, sql)
+    except (WarehouseError, QueryRefused) as exc:
+        print(f"citystream: {exc}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        print(
-            f"citystream: no worker answers at {settings.web_host}:{settings.web_port} "
-            f"({exc.reason}); start it with `make run`",
-            file=sys.stderr,
-        )
+    except WorkerUnavailable as exc:
+        print(f"citystream: {exc}; start it with `make run`", file=sys.stderr)
         return 1
-    _print_result(doc["columns"], doc["rows"], args.format)
+    _print_result(result.columns, [list(r) for r in result.rows], args.format)
     return 0
 
 

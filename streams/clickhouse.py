@@ -102,8 +102,10 @@ class ChdbWarehouse:
         self.dialect: Dialect = "modern"
         _check_identifier(database)
         self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
-        # The session remembers USE: unqualified names in migrations and queries resolve here.
+        # The session remembers USE and SET: unqualified names resolve to the database, and
+        # 64-bit integers come back as JSON numbers (not strings) in every query.
         self._run(f"USE {database}")
+        self._run("SET output_format_json_quote_64bit_integers = 0")
 
     def _run(self, sql: str, fmt: str = "CSV") -> Any:
         from chdb import ChdbError
@@ -118,10 +120,7 @@ class ChdbWarehouse:
         self._run(sql)
 
     def query(self, sql: str) -> QueryResult:
-        res = self._run(
-            f"{sql.rstrip().rstrip(';')} SETTINGS output_format_json_quote_64bit_integers = 0",
-            "JSONCompact",
-        )
+        res = self._run(sql.rstrip().rstrip(";"), "JSONCompact")
         raw = res.bytes()
         if not raw:
             return QueryResult([], [], [])
@@ -161,44 +160,44 @@ class ServerWarehouse:
                 f"CITYSTREAM_CLICKHOUSE_URL must look like clickhouse://user@host:9000, got {url!r}"
             )
         _check_identifier(database)
-        self._url = url
-        self._password = password
         self.database = database
+        # A password in the settings wins over one written into the URL.
+        self._connect = {
+            "host": parsed.hostname or "127.0.0.1",
+            "port": parsed.port or 9000,
+            "user": parsed.username or "default",
+            "password": password if password is not None else (parsed.password or ""),
+            "secure": parsed.scheme == "clickhouses",
+        }
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
-        self._client_for(None).execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        # The database must exist before a client can make it its default.
+        bootstrap = self._new_client("default")
+        try:
+            bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        finally:
+            bootstrap.disconnect()
         self.dialect = dialect_for(self.server_version())
 
-    def _client_for(self, database: str | None) -> Any:
+    def _new_client(self, database: str) -> Any:
         from clickhouse_driver import Client
 
-        key = database or ""
-        clients: dict[str, Any] = getattr(self._local, "clients", None) or {}
-        self._local.clients = clients
-        if key not in clients:
-            parsed = urlparse(self._url)
-            kwargs: dict[str, Any] = {"database": database or "default"}
-            if self._password is not None:
-                kwargs["password"] = self._password
-            client = Client(
-                host=parsed.hostname or "127.0.0.1",
-                port=parsed.port or 9000,
-                user=parsed.username or "default",
-                secure=parsed.scheme == "clickhouses",
-                **({"password": parsed.password} if parsed.password else {}),
-                **kwargs,
-            )
-            clients[key] = client
+        return Client(database=database, **self._connect)
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client(self.database)
             with self._clients_lock:
                 self._clients.append(client)
-        return clients[key]
+        return client
 
     def _execute(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
         from clickhouse_driver.errors import Error as DriverError
 
         try:
-            return self._client_for(self.database).execute(sql, params, **kwargs)
+            return self._client().execute(sql, params, **kwargs)
         except DriverError as exc:
             raise WarehouseError(f"{exc} (in: {_short(sql)})") from exc
 
@@ -218,8 +217,7 @@ class ServerWarehouse:
         self._execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", values)
 
     def server_version(self) -> str:
-        rows = self._client_for(None).execute("SELECT version()")
-        return str(rows[0][0])
+        return str(self.query("SELECT version()").scalar())
 
     def close(self) -> None:
         with self._clients_lock:

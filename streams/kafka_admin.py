@@ -90,45 +90,68 @@ def create_topics(
         admin.close()
 
 
-def consumer_lag(
-    settings: Settings, group: str, topics: Iterable[str]
-) -> dict[TopicPartition, int]:
-    """End offset minus the group's committed offset, per partition (uncommitted: whole log)."""
-    # A consumer that names the group but never subscribes reads its commits without joining.
-    consumer = KafkaConsumer(**client_config(settings), group_id=group, enable_auto_commit=False)
-    try:
+class LagProbe:
+    """Reads a group's lag: end offset minus committed offset, per partition.
+
+    One long-lived consumer that names the group but never subscribes, so it reads the
+    group's commits without joining it. Not thread-safe: use it from one thread at a time.
+    """
+
+    def __init__(self, settings: Settings, group: str, topics: Iterable[str]) -> None:
+        self._topics = list(topics)
+        self._consumer = KafkaConsumer(
+            **client_config(settings), group_id=group, enable_auto_commit=False
+        )
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Uncommitted partitions count from their first offset (the whole log is to do)."""
         partitions = [
             TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
+            for topic in self._topics
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
         ]
         if not partitions:
             return {}
-        ends = consumer.end_offsets(partitions)
-        begins = consumer.beginning_offsets(partitions)
+        ends = self._consumer.end_offsets(partitions)
+        begins = self._consumer.beginning_offsets(partitions)
         lag: dict[TopicPartition, int] = {}
         for tp in partitions:
-            committed = consumer.committed(tp)
+            committed = self._consumer.committed(tp)
             done = committed if committed is not None else begins[tp]
             lag[tp] = max(ends[tp] - done, 0)
         return lag
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def consumer_lag(
+    settings: Settings, group: str, topics: Iterable[str]
+) -> dict[TopicPartition, int]:
+    """One reading of a group's lag (opens and closes a probe)."""
+    probe = LagProbe(settings, group, topics)
+    try:
+        return probe.lag()
     finally:
-        consumer.close()
+        probe.close()
 
 
 def wait_for_zero_lag(
     settings: Settings, group: str, topics: Iterable[str], timeout_s: float
 ) -> dict[TopicPartition, int]:
     """Poll until the group has committed everything on ``topics``; return the last lag seen."""
-    topics = list(topics)
     deadline = time.monotonic() + timeout_s
     lag: dict[TopicPartition, int] = {}
-    while time.monotonic() < deadline:
-        try:
-            lag = consumer_lag(settings, group, topics)
-        except KafkaError:
-            lag = {}
-        if lag and sum(lag.values()) == 0:
-            return lag
-        time.sleep(0.5)
+    probe = LagProbe(settings, group, topics)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                lag = probe.lag()
+            except KafkaError:
+                lag = {}  # a broker hiccup: read again
+            if lag and sum(lag.values()) == 0:
+                return lag
+            time.sleep(0.5)
+    finally:
+        probe.close()
     raise TimeoutError(f"group {group} still has lag after {timeout_s}s: {lag}")

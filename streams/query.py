@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from streams.clickhouse import QueryResult
 
 _ALLOWED_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
 _LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`")
@@ -36,3 +42,22 @@ def read_only(sql: str, max_chars: int = 20_000) -> str:
     if word:
         raise QueryRefused(f"{word.group(1).upper()} is not allowed in a read-only query")
     return statement
+
+
+class WorkerUnavailable(RuntimeError):
+    """No worker answers on the given address."""
+
+
+def query_worker(host: str, port: int, sql: str, timeout_s: float = 60) -> QueryResult:
+    """Run a read-only query on a running worker's ``/query`` (the embedded mode's way in:
+    chDB allows one process per data path, and the worker holds it)."""
+    url = f"http://{host}:{port}/query?" + urllib.parse.urlencode({"sql": sql})
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            doc = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise QueryRefused(json.load(exc).get("error", f"HTTP {exc.code}")) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WorkerUnavailable(f"no worker answers at {host}:{port} ({reason})") from exc
+    return QueryResult(doc["columns"], doc["types"], [tuple(r) for r in doc["rows"]])

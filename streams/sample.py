@@ -7,9 +7,11 @@ only has to exercise the backbone: every input kind, every district, a few bad r
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+
+import orjson
 
 from schemas.domain import Domain
 
@@ -63,7 +65,7 @@ def sample_records(
     run_id: str,
     invalid_every: int = 0,
     now: datetime | None = None,
-) -> Iterator[dict[str, Any] | str]:
+) -> Iterator[dict[str, Any]]:
     """``count`` records; every ``invalid_every``-th one is broken in some way (0: none)."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
@@ -110,3 +112,9 @@ def sample_records(
                 ),
                 "district": district if rng.random() < 0.3 else None,
             }
+
+
+def json_lines(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Records as JSON lines (no trailing newline), absent (None) fields left out."""
+    for record in records:
+        yield orjson.dumps({k: v for k, v in record.items() if v is not None})

@@ -11,26 +11,16 @@ from typing import Any
 
 import pytest
 
-from infra.services import ClickHouseServer, KafkaBroker, free_port
+from infra.services import ClickHouseServer, KafkaBroker, free_port, free_ports
 from infra.worker_process import WorkerProcess
 from streams.settings import REPO_ROOT, Settings
-
-pytestmark = pytest.mark.integration
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    port, controller_port = free_ports(2)
     broker = KafkaBroker(
-        tmp_path_factory.mktemp("kafka"),
-        REPO_ROOT / ".cache",
-        port=free_port(),
-        controller_port=free_port(),
+        tmp_path_factory.mktemp("kafka"), REPO_ROOT / ".cache", port, controller_port
     )
     broker.start(timeout_s=120)
     yield broker
@@ -39,9 +29,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 
 @pytest.fixture(scope="session")
 def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    server = ClickHouseServer(
-        tmp_path_factory.mktemp("clickhouse"), tcp_port=free_port(), http_port=free_port()
-    )
+    tcp_port, http_port = free_ports(2)
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"), tcp_port, http_port)
     server.start()
     yield server
     server.stop()

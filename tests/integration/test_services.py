@@ -13,9 +13,9 @@ from infra.services import (
     CLICKHOUSE_BINARY,
     ClickHouseServer,
     KafkaBroker,
-    default_cache_dir,
-    free_port,
+    free_ports,
 )
+from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +32,8 @@ def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.skip("java/mvn missing: apt-get install openjdk-17-jdk-headless maven")
     # Shared jar cache so the test does not download 55 MB each run; the home is throwaway.
-    kafka = KafkaBroker(
-        tmp_path / "kafka",
-        default_cache_dir(),
-        port=free_port(),
-        controller_port=free_port(),
-    )
+    port, controller_port = free_ports(2)
+    kafka = KafkaBroker(tmp_path / "kafka", Settings().cache_dir, port, controller_port)
     try:
         yield kafka
     finally:
@@ -49,7 +45,8 @@ def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
 def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
     if shutil.which("clickhouse-server") is None and not CLICKHOUSE_BINARY.exists():
         pytest.skip("apt-get install clickhouse-server")
-    server = ClickHouseServer(tmp_path / "ch", tcp_port=free_port(), http_port=free_port())
+    tcp_port, http_port = free_ports(2)
+    server = ClickHouseServer(tmp_path / "ch", tcp_port, http_port)
     try:
         yield server
     finally:

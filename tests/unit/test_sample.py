@@ -6,13 +6,14 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from processors.ingest import IngestContext, StoredRow, ingest
 from schemas.domain import Domain
 from schemas.errors import RecordError
 from schemas.records import parse_record
-from streams.sample import sample_records
+from streams.sample import json_lines, sample_records
 
 from .factories import RECEIVED_AT, encode, message
 
@@ -114,3 +115,12 @@ def test_timestamps_are_at_most_ten_minutes_old(domain: Domain) -> None:
         stamp = datetime.fromisoformat(rec.get("reported_at") or rec["received_at"])
         assert stamp.utcoffset() is not None
         assert 0 <= (NOW - stamp).total_seconds() <= 600
+
+
+def test_json_lines_are_the_records_without_absent_fields(domain: Domain) -> None:
+    records = list(sample_records(domain, 50, seed=3, run_id="r"))
+    lines = list(json_lines(records))
+    assert [orjson.loads(line) for line in lines] == [
+        {k: v for k, v in r.items() if v is not None} for r in records
+    ]
+    assert any(None in r.values() for r in records)  # the case that matters is present

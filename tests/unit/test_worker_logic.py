@@ -12,7 +12,6 @@ import pytest
 from processors import worker
 from processors.ingest import (
     DEAD_LETTERS_TABLE,
-    Batch,
     IngestContext,
     SourceMessage,
     StoredRow,
@@ -63,14 +62,6 @@ def test_group_outcomes_groups_rows_per_table_in_order(ctx: IngestContext) -> No
     assert len(batch.rows_by_table[DEAD_LETTERS_TABLE]) == len(batch.dead_letters) == 2
 
 
-def test_batch_size_counts_each_outcome_once(ctx: IngestContext) -> None:
-    # 3 stored rows + 2 dead letters = 5 messages in the micro-batch. A dead letter sits
-    # both in .dead_letters and in rows_by_table["dead_letters_log"]; it is one outcome.
-    outcomes = _outcomes(ctx)
-    batch = group_outcomes(outcomes)
-    assert batch.size == len(outcomes) == 5
-
-
 def test_dead_letters_are_kept_and_stored_as_rows(ctx: IngestContext) -> None:
     outcomes = _outcomes(ctx)
     batch = group_outcomes(outcomes)
@@ -106,12 +97,6 @@ def test_empty_batch() -> None:
     batch = group_outcomes([])
     assert batch.rows_by_table == {}
     assert batch.dead_letters == []
-    assert batch.size == 0
-
-
-def test_batch_size_counts_rows_and_dead_letters() -> None:
-    batch = Batch({"a": [{}, {}], "b": [{}]}, [])
-    assert batch.size == 3
 
 
 def test_a_batch_of_only_good_rows_has_no_dead_letter_table(ctx: IngestContext) -> None:
