@@ -10,9 +10,14 @@ CITYSTREAM := $(VENV)/bin/citystream
 SAMPLE_COUNT ?= 2000
 SAMPLE_RATE ?= 1000
 BENCH_EVENTS ?= 50000
+DISPATCH_BENCH_EVENTS ?= 10000
+DISPATCH_BENCH_RATE ?= 500
 STAMP := $(VENV)/.installed
+# What `make train` writes: the Triton model repository and the dispatch policy.
+MODELS := models/build/dispatch_policy.json
+TRITON_URL ?= 127.0.0.1:8001
 
-.PHONY: help setup system-deps run stop status test test-unit test-integration lint bench clean
+.PHONY: help setup system-deps run stop status train eval test test-unit test-integration lint bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,6 +26,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps jionlp==1.5.31
 	touch $(STAMP)
 
 setup: $(STAMP) ## create the Python environment (.venv)
@@ -28,7 +34,17 @@ setup: $(STAMP) ## create the Python environment (.venv)
 system-deps: ## install Debian packages the stack needs, where absent (Java, Maven, clickhouse-server)
 	@bash infra/install-system-deps.sh
 
-run: setup ## start Kafka and the worker, replay a sample stream, print where results are
+$(MODELS): $(STAMP)
+	$(CITYSTREAM) train
+
+train: setup ## simulate dispatch history, train + calibrate the models, write models/build/
+	$(CITYSTREAM) train
+
+eval: $(MODELS) ## evaluate dispatch: held-out simulated and hand-written reports
+	$(CITYSTREAM) eval
+
+run: export CITYSTREAM_TRITON_URL ?= $(TRITON_URL)
+run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stream, show results
 	$(CITYSTREAM) stack up
 	@mkdir -p var/sample
 	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --output var/sample/latest.jsonl
@@ -59,8 +75,9 @@ test-integration: setup system-deps ## integration tests only (starts Kafka and 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup ## benchmark: replay BENCH_EVENTS events, time until stored (bench-results/)
+bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process (bench-results/)
 	$(CITYSTREAM) bench --events $(BENCH_EVENTS) --output bench-results/ingest.json
+	$(CITYSTREAM) bench-dispatch --events $(DISPATCH_BENCH_EVENTS) --rate $(DISPATCH_BENCH_RATE) --output bench-results/dispatch.json
 
 clean: stop ## stop everything and delete local data (var/); keeps the Kafka download
 	rm -rf var

@@ -1,4 +1,5 @@
-"""The local stack behind ``make run`` / ``make stop``: a Kafka broker and the worker.
+"""The local stack behind ``make run`` / ``make stop``: a Kafka broker, Triton (when
+``CITYSTREAM_TRITON_URL`` names a local address) and the worker.
 
 Everything lives under ``Settings.var_dir`` (data, logs, pid files); Kafka's jars are
 cached under ``Settings.cache_dir``. ``up`` reuses whatever is already running.
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from infra.services import KafkaBroker
+from infra.triton import TritonServer
 from infra.worker_process import worker_ready
 from streams.settings import Settings
 
@@ -24,6 +26,20 @@ def _broker(settings: Settings) -> KafkaBroker:
     port = urlparse(f"//{first}").port or 9092
     return KafkaBroker(
         settings.var_dir / "kafka", settings.cache_dir, port=port, controller_port=port + 1
+    )
+
+
+def _triton(settings: Settings) -> TritonServer:
+    """Triton at the settings' gRPC address; its HTTP port is one below, metrics one above
+    (Triton's own defaults are 8000/8001/8002)."""
+    grpc_port = urlparse(f"//{settings.triton_url or '127.0.0.1:8001'}").port or 8001
+    return TritonServer(
+        settings.var_dir / "triton",
+        settings.model_repository,
+        http_port=grpc_port - 1,
+        grpc_port=grpc_port,
+        metrics_port=grpc_port + 1,
+        cache_dir=settings.cache_dir,
     )
 
 
@@ -86,6 +102,11 @@ def stack_command(action: str, settings: Settings) -> int:
     if action == "up":
         broker.start()
         print(f"kafka      {broker.bootstrap} (log {broker.log_file})")
+        if settings.triton_url and settings.dispatch_enabled:
+            triton = _triton(settings)
+            triton.start(timeout_s=300)  # the first start builds its environment
+            print(f"triton     grpc {triton.grpc_url}, http {triton.http_url} "
+                  f"(log {triton.log_file})")
         pid = start_worker(settings)
         print(
             f"worker     pid {pid}, http://{settings.web_host}:{settings.web_port}/metrics "
@@ -94,10 +115,16 @@ def stack_command(action: str, settings: Settings) -> int:
         return 0
     if action == "down":
         print("worker     stopped" if stop_worker(settings) else "worker     was not running")
+        triton = _triton(settings)
+        if triton.pid() is not None:
+            triton.stop()
+            print("triton     stopped")
         was_running = broker.is_running()
         broker.stop()
         print("kafka      stopped" if was_running else "kafka      was not running")
         return 0
     print(f"kafka      {'running at ' + broker.bootstrap if broker.is_running() else 'stopped'}")
+    triton = _triton(settings)
+    print(f"triton     {'ready at ' + triton.grpc_url if triton.ready else 'not running'}")
     print(f"worker     {'ready' if worker_ready(settings) else 'not ready'}")
     return 0

@@ -30,6 +30,8 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, tuple | list):
+            value = json.dumps(list(value))  # pydantic-settings reads sequences as JSON
         env[f"CITYSTREAM_{name.upper()}"] = str(value)
     return env
 

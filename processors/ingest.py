@@ -6,6 +6,7 @@ ClickHouse here, so the live agent, the batch tools and the tests run this same 
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from schemas.records import (
     SUPPORTED_VERSIONS,
     CitizenAppeal,
     CityEvent,
+    DispatchDecision,
+    DispatchFeedback,
     InputRecord,
     VideoFrameRef,
     parse_record,
@@ -26,6 +29,9 @@ from schemas.records import (
 from streams.codecs import decode_json
 
 PROCESSOR = "ingest"
+# Latency steps of a decision, each stored in its own column (``<step>_ms``).
+DECISION_STEPS = ("queue", "address", "features", "inference", "decide", "total")
+StoredRecord = InputRecord | DispatchDecision | DispatchFeedback
 
 # Control and zero-width characters carry no meaning in a report and break tokenisers;
 # newlines and tabs are kept (folded below).
@@ -259,9 +265,58 @@ def _frame_row(
     return StoredRow("video_frames_log", rec.frame_id, row)
 
 
+def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
+    latency = rec.latency_ms
+    row = {
+        "input_id": rec.input_id,
+        "input_kind": rec.input_kind,
+        "code": rec.code,
+        "event_name": rec.event_name,
+        "urgency": rec.urgency,
+        "route": rec.route,
+        "unit": rec.unit or "",
+        "district": rec.district or "",
+        "street": rec.street or "",
+        "location_type": rec.location_type or "",
+        "confidence": rec.confidence,
+        "auto": int(rec.auto),
+        "review_reasons": list(rec.review_reasons),
+        "alt_units": [a.unit for a in rec.alternatives],
+        "alt_codes": [a.code for a in rec.alternatives],
+        "alt_confidences": [a.confidence for a in rec.alternatives],
+        "unresolved": list(rec.unresolved),
+        "model_versions": json.dumps(rec.model_versions, sort_keys=True),
+        "backend": rec.backend,
+        **{f"{step}_ms": float(latency.get(step, 0.0)) for step in DECISION_STEPS},
+        "received_at": utc_naive(rec.received_at),
+        "decided_at": utc_naive(rec.decided_at),
+        "decided_at_ms": int(rec.decided_at.timestamp() * 1000),
+        **_kafka_columns(msg),
+    }
+    return StoredRow("dispatch_decisions_log", rec.input_id, row)
+
+
+def _feedback_row(rec: DispatchFeedback, msg: SourceMessage) -> StoredRow:
+    row = {
+        "feedback_id": rec.feedback_id,
+        "input_id": rec.input_id,
+        "verdict": rec.verdict,
+        "unit": rec.unit,
+        "code": rec.code or "",
+        "dispatcher_id": rec.dispatcher_id,
+        "given_at": utc_naive(rec.given_at),
+        **_kafka_columns(msg),
+    }
+    return StoredRow("dispatch_feedback_log", rec.feedback_id, row)
+
+
 def _to_row(
-    rec: InputRecord, msg: SourceMessage, ctx: IngestContext, received_at: datetime
+    rec: StoredRecord, msg: SourceMessage, ctx: IngestContext, received_at: datetime
 ) -> StoredRow:
+    if isinstance(rec, DispatchDecision):
+        return _decision_row(rec, msg)
+    if isinstance(rec, DispatchFeedback):
+        return _feedback_row(rec, msg)
     if isinstance(rec, CityEvent):
         return _city_event_row(rec, msg, ctx, received_at)
     if isinstance(rec, CitizenAppeal):
@@ -283,8 +338,10 @@ def ingest(msg: SourceMessage, ctx: IngestContext, received_at: datetime) -> Sto
                 f"a {kind} record on topic {msg.topic}, which carries {expected}",
             )
         record = parse_record(obj)
-        if not isinstance(record, InputRecord):
-            raise RecordError(ErrorKind.WRONG_TOPIC, f"a {record.kind} record is not an input")
+        if record.kind != expected or not isinstance(record, StoredRecord):
+            raise RecordError(
+                ErrorKind.WRONG_TOPIC, f"a {record.kind} record on topic {msg.topic}"
+            )
         return _to_row(record, msg, ctx, received_at)
     except RecordError as err:
         return DeadLetter(

@@ -59,6 +59,60 @@ class IngestMetrics:
         self.sink_healthy = Gauge(
             "citystream_sink_healthy", "1 while the last ClickHouse flush succeeded", registry=r
         )
+        # --- dispatch ---
+        self.decisions = Counter(
+            "citystream_dispatch_decisions",
+            "Dispatch decisions published, per outcome (auto / review) and backend",
+            ["outcome", "backend"],
+            registry=r,
+        )
+        self.review_reasons = Counter(
+            "citystream_dispatch_review_reasons",
+            "Why decisions went to the review queue",
+            ["reason"],
+            registry=r,
+        )
+        self.dispatch_skipped = Counter(
+            "citystream_dispatch_skipped",
+            "Input messages the dispatch stage could not read (the sink dead-letters them)",
+            ["topic"],
+            registry=r,
+        )
+        self.dispatch_latency = Histogram(
+            "citystream_dispatch_latency_seconds",
+            "From the broker accepting a report to its decision being published",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dispatch_step_seconds = Histogram(
+            "citystream_dispatch_step_seconds",
+            "Time per dispatch step for one micro-batch",
+            ["step"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dispatch_batch_size = Histogram(
+            "citystream_dispatch_batch_size",
+            "Reports per dispatch micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.dispatch_confidence = Histogram(
+            "citystream_dispatch_confidence",
+            "Calibrated confidence of decisions",
+            buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0),
+            registry=r,
+        )
+        self.inference_fallbacks = Counter(
+            "citystream_inference_fallbacks",
+            "Model calls answered by the in-process fallback because Triton failed",
+            registry=r,
+        )
+        self.inference_failures = Counter(
+            "citystream_inference_failures",
+            "Model calls no backend answered (those reports went to review)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 import traceback
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +24,13 @@ import faust
 from faust.types import EventT, StreamT
 from kafka.errors import KafkaError
 
+from processors.dispatch import (
+    DispatchDecision,
+    Dispatcher,
+    DispatchPolicy,
+    DispatchRequest,
+    read_request,
+)
 from processors.ingest import (
     DeadLetter,
     IngestContext,
@@ -34,13 +43,33 @@ from processors.metrics import IngestMetrics
 from processors.sink import ClickHouseSink
 from schemas.domain import Domain
 from schemas.errors import ErrorKind
+from schemas.records import to_wire
 from streams.codecs import encode_json
 from streams.kafka_admin import LagProbe
 from streams.query import QueryRefused, read_only
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS, INGEST_SOURCES, kinds_by_topic
+from streams.topics import (
+    DEAD_LETTERS,
+    DISPATCH_ORDERS,
+    DISPATCH_REVIEW,
+    DISPATCH_SOURCES,
+    STORED_TOPICS,
+    kinds_by_topic,
+    message_key,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchStage:
+    """The dispatch agent's half of the worker: decisions are computed on a thread of
+    their own so address analysis and model calls never block the event loop."""
+
+    dispatcher: Dispatcher
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch")
+    )
 
 
 @dataclass
@@ -50,6 +79,7 @@ class WorkerState:
     sink: ClickHouseSink
     metrics: IngestMetrics = field(default_factory=IngestMetrics)
     assigned: bool = False
+    dispatch: DispatchStage | None = None
 
 
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
@@ -110,12 +140,37 @@ def process_safely(msg: SourceMessage, ctx: IngestContext, now: datetime) -> Sto
         )
 
 
+async def run_batches(
+    app: faust.App,
+    stream: StreamT,
+    agent: str,
+    size: int,
+    within: float,
+    handle: Callable[[StreamT, list[EventT]], Awaitable[None]],
+) -> None:
+    """Feed an agent micro-batches it acks itself (``noack_take``: Faust's ``take`` acks in
+    a ``finally``, even when the handler fails).
+
+    A failed agent would leave the worker up but consuming nothing. The batch is not acked,
+    so crash the worker: a supervisor restarts it and the batch comes again."""
+    try:
+        async for events in stream.noack_take(size, within=within):
+            await handle(stream, events)
+    except Exception as exc:  # noqa: BLE001 - any failure: crash, never idle
+        log.critical("%s agent failed, stopping the worker: %r", agent, exc)
+        await app.crash(exc)
+        raise
+
+
 def create_app(state: WorkerState) -> faust.App:
     settings = state.settings
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         **faust_broker_options(settings),
         store="memory://",
+        # Faust's own data dir (default: ./<app id>-data in the working directory).
+        datadir=str(settings.var_dir / "faust"),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=True,
@@ -131,7 +186,7 @@ def create_app(state: WorkerState) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 10,
     )
-    sources = app.topic(*(settings.topic(s.name) for s in INGEST_SOURCES))
+    sources = app.topic(*(settings.topic(s.name) for s in STORED_TOPICS))
     dead_letters = app.topic(settings.topic(DEAD_LETTERS.name))
     metrics = state.metrics
 
@@ -168,26 +223,23 @@ def create_app(state: WorkerState) -> faust.App:
         for outcome in outcomes:
             if isinstance(outcome, StoredRow):
                 metrics.events_out.labels(outcome.table).inc()
-                latency = (
-                    outcome.row["ingest_latency_ms"] / 1000 + (stored_at - now).total_seconds()
-                )
+                queued_ms = outcome.row.get("ingest_latency_ms")
+                if queued_ms is None:  # decisions and feedback: no input latency to report
+                    continue
+                latency = queued_ms / 1000 + (stored_at - now).total_seconds()
                 metrics.ingest_latency.labels(outcome.row["kafka_topic"]).observe(max(latency, 0.0))
         for event in events:
             await stream.ack(event)
 
     @app.agent(sources, name="ingest")
     async def ingest_agent(stream: StreamT) -> None:
-        try:
-            async for events in stream.noack_take(
-                settings.sink_batch_size, within=settings.sink_flush_interval_s
-            ):
-                await store_batch(stream, events)
-        except Exception as exc:  # noqa: BLE001 - see below
-            # A failed agent would leave the worker up but consuming nothing. The batch is
-            # not acked, so crash the worker: a supervisor restarts it and the batch comes again.
-            log.critical("ingest agent failed, stopping the worker: %r", exc)
-            await app.crash(exc)
-            raise
+        await run_batches(
+            app, stream, "ingest", settings.sink_batch_size, settings.sink_flush_interval_s,
+            store_batch,
+        )
+
+    if state.dispatch is not None:
+        add_dispatch_agent(app, state, state.dispatch, publish_dead_letters)
 
     # One probe, kept open and used from one thread: a fresh consumer per poll would
     # bootstrap and find the group coordinator again every few seconds.
@@ -196,7 +248,7 @@ def create_app(state: WorkerState) -> faust.App:
 
     def read_lag() -> dict[Any, int]:
         if not lag_probe:
-            topics = [settings.topic(s.name) for s in INGEST_SOURCES]
+            topics = [settings.topic(s.name) for s in STORED_TOPICS]
             lag_probe.append(LagProbe(settings, settings.consumer_group, topics))
         try:
             return lag_probe[0].lag()
@@ -246,6 +298,123 @@ def create_app(state: WorkerState) -> faust.App:
     return app
 
 
+def _decide_isolated(
+    dispatcher: Dispatcher, requests: list[DispatchRequest], queued_ms: list[float]
+) -> list[DispatchDecision | Exception]:
+    """Decide a batch; if that fails on a bug, decide each report alone so one bad report
+    becomes one error item instead of stalling its partition."""
+    try:
+        return list(dispatcher.decide_batch(requests, queued_ms=queued_ms))
+    except Exception:  # noqa: BLE001 - isolate the failing report below
+        log.exception("dispatch batch failed; deciding its %d reports one by one", len(requests))
+    results: list[DispatchDecision | Exception] = []
+    for request, queued in zip(requests, queued_ms, strict=True):
+        try:
+            results.extend(dispatcher.decide_batch([request], queued_ms=[queued]))
+        except Exception as exc:  # noqa: BLE001 - becomes a processing_error dead letter
+            results.append(exc)
+    return results
+
+
+def add_dispatch_agent(
+    app: faust.App,
+    state: WorkerState,
+    stage: DispatchStage,
+    publish_dead_letters: Callable[[list[DeadLetter]], Awaitable[None]],
+) -> None:
+    """Reports in, decisions out to dispatch.orders (auto) or dispatch.review. Source
+    offsets are acked only after every decision of the batch is delivered."""
+    settings, metrics = state.settings, state.metrics
+    inputs = app.topic(*(settings.topic(s.name) for s in DISPATCH_SOURCES))
+    outputs = {
+        True: (DISPATCH_ORDERS, app.topic(settings.topic(DISPATCH_ORDERS.name))),
+        False: (DISPATCH_REVIEW, app.topic(settings.topic(DISPATCH_REVIEW.name))),
+    }
+
+    async def dispatch_batch(stream: StreamT, events: list[EventT]) -> None:
+        arrived = time.time()
+        requests, queued, kept = [], [], []
+        now = datetime.now(UTC)
+        for event in events:
+            msg = _source_message(event)
+            try:
+                request = read_request(msg, state.context, now)
+            except Exception:  # noqa: BLE001 - the ingest agent dead-letters this message
+                log.exception("dispatch could not read %s[%d]@%d", msg.topic, msg.partition,
+                              msg.offset)
+                request = None
+            if request is None:
+                metrics.dispatch_skipped.labels(msg.topic).inc()
+                continue
+            requests.append(request)
+            queued.append(max(arrived - event.message.timestamp, 0.0) * 1000)
+            kept.append(event)
+        metrics.dispatch_batch_size.observe(len(requests))
+        results = await asyncio.get_running_loop().run_in_executor(
+            stage.executor, _decide_isolated, stage.dispatcher, requests, queued
+        )
+        pending, failed = [], []
+        for event, result in zip(kept, results, strict=True):
+            if isinstance(result, Exception):
+                failed.append(dispatch_dead_letter(_source_message(event), result))
+                continue
+            spec, topic = outputs[result.auto]
+            wire = to_wire(result)
+            pending.append(await topic.send(key=message_key(spec, wire), value=encode_json(wire)))
+        await asyncio.gather(*pending)
+        await publish_dead_letters(failed)
+        published = time.time()
+        for event, result in zip(kept, results, strict=True):
+            if isinstance(result, Exception):
+                continue
+            metrics.decisions.labels("auto" if result.auto else "review", result.backend).inc()
+            for reason in result.review_reasons:
+                metrics.review_reasons.labels(reason).inc()
+            metrics.dispatch_confidence.observe(result.confidence)
+            metrics.dispatch_latency.observe(max(published - event.message.timestamp, 0.0))
+            if result.backend.startswith("none"):
+                metrics.inference_failures.inc()
+        if results and not isinstance(results[0], Exception):
+            for step in ("address", "features", "inference", "decide"):
+                metrics.dispatch_step_seconds.labels(step).observe(
+                    results[0].latency_ms.get(step, 0.0) / 1000
+                )
+        for event in events:
+            await stream.ack(event)
+
+    @app.agent(inputs, name="dispatch")
+    async def dispatch_agent(stream: StreamT) -> None:
+        await run_batches(
+            app, stream, "dispatch", settings.dispatch_batch_size, settings.dispatch_window_s,
+            dispatch_batch,
+        )
+
+
+def dispatch_dead_letter(msg: SourceMessage, exc: Exception) -> DeadLetter:
+    return DeadLetter(
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        error_kind=ErrorKind.PROCESSING_ERROR,
+        reason="".join(traceback.format_exception_only(exc)).strip()[:2000],
+        original=msg.value or b"",
+        key=msg.key,
+        failed_at=datetime.now(UTC),
+        processor="dispatch",
+    )
+
+
+def build_dispatch_stage(
+    settings: Settings, domain: Domain, metrics: IngestMetrics
+) -> DispatchStage:
+    from models.scoring import build_scorer
+    from processors.address import AddressAnalyser
+
+    policy = DispatchPolicy.load(settings.dispatch_policy, domain)
+    scorer = build_scorer(settings, policy, on_fallback=metrics.inference_fallbacks.inc)
+    return DispatchStage(Dispatcher(domain, policy, AddressAnalyser(domain), scorer))
+
+
 def build_state(settings: Settings, warehouse: Any) -> WorkerState:
     domain = Domain.load(settings.domain_file)
     metrics = IngestMetrics()
@@ -256,4 +425,9 @@ def build_state(settings: Settings, warehouse: Any) -> WorkerState:
         max_message_bytes=settings.max_message_bytes,
     )
     sink = ClickHouseSink(warehouse, metrics, settings.sink_retry_max_backoff_s)
-    return WorkerState(settings=settings, context=context, sink=sink, metrics=metrics)
+    dispatch = None
+    if settings.dispatch_enabled:
+        dispatch = build_dispatch_stage(settings, domain, metrics)
+    return WorkerState(
+        settings=settings, context=context, sink=sink, metrics=metrics, dispatch=dispatch
+    )

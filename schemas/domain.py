@@ -7,13 +7,35 @@ its own records with the same shape.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 class DomainError(ValueError):
     """The domain file is missing or not in the expected shape."""
+
+
+# "上水/自来水 water, 污水 sewer, ..." inside the by_owner rule's parenthesis.
+_MARKING_PAIR = re.compile(r"([^\s,，:：()（）]+)\s+([a-z_]+)")
+
+
+def _owner_markings(by_owner_rule: str) -> dict[str, str]:
+    """Cover marking -> owner key, read from the domain's own by_owner rule text so that a
+    deployment's file (not our code) says which markings exist."""
+    inside = re.search(r"\(([^)]*)\)", by_owner_rule)
+    if inside is None:
+        return {}
+    markings: dict[str, str] = {}
+    for words, owner in _MARKING_PAIR.findall(inside.group(1)):
+        if owner == "markings":
+            continue
+        for word in words.split("/"):
+            word = word.removeprefix("cover:").strip()
+            if word and not word.isascii():
+                markings[word] = owner
+    return markings
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +45,9 @@ class EventType:
     name: str
     urgency: str
     default_unit: str
+    # location_type -> unit route that replaces default_unit there (the dispatch rule).
+    location_overrides: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +63,14 @@ class Domain:
     location_types: tuple[str, ...]
     event_types: dict[str, EventType]
     urgency_minutes: dict[str, int]
+    # department name -> what it handles.
+    departments: dict[str, str] = field(default_factory=dict)
+    # utility key (water, gas...) -> the citywide company's name.
+    utilities: dict[str, str] = field(default_factory=dict)
+    # facility owner (read from a manhole cover's marking) -> unit route.
+    owner_routes: dict[str, str] = field(default_factory=dict)
+    # marking on a cover -> owner key, parsed from unit_rules["by_owner"].
+    owner_markings: dict[str, str] = field(default_factory=dict)
 
     def canonical_district(self, name: str) -> str | None:
         return self.district_names.get(name)
@@ -63,6 +96,8 @@ class Domain:
                     name=t["name"],
                     urgency=t["urgency"],
                     default_unit=t.get("default_unit", ""),
+                    location_overrides=dict(t.get("location_overrides", {})),
+                    description=t.get("description", ""),
                 )
                 for t in data["taxonomy"]
             }
@@ -77,6 +112,10 @@ class Domain:
                 urgency_minutes={
                     k: int(v["respond_minutes"]) for k, v in data["urgency_levels"].items()
                 },
+                departments=dict(data.get("departments", {})),
+                utilities=dict(data.get("utilities", {})),
+                owner_routes=dict(data.get("owner_routes", {})),
+                owner_markings=_owner_markings(data.get("unit_rules", {}).get("by_owner", "")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise DomainError(f"domain data is not in the expected shape: {exc!r}") from exc

@@ -32,6 +32,7 @@ SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
     "citizen_appeal": frozenset({1}),
     "video_frame": frozenset({1}),
     "dispatch_decision": frozenset({1}),
+    "dispatch_feedback": frozenset({1}),
     "detection": frozenset({1}),
 }
 
@@ -125,26 +126,62 @@ class VideoFrameRef(_Located):
 
 class Alternative(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    unit: StrictStr
+    unit: StrictStr  # the unit, or the route (e.g. "S") when the place does not settle it
+    route: StrictStr
     code: StrictStr
     confidence: Annotated[float, Field(ge=0, le=1)]
 
 
+ReviewReason = Literal[
+    "low_confidence",
+    "district_unknown",
+    "street_unknown",
+    "place_conflict",
+    "outside_city",
+    "no_model",
+]
+
+
 class DispatchDecision(_Wire):
-    """Output of the dispatch stage (published to dispatch.orders / dispatch.review)."""
+    """Output of the dispatch stage (published to dispatch.orders / dispatch.review).
+
+    ``unit`` is None only on the review queue, when the place does not settle it."""
 
     kind: Literal["dispatch_decision"]
     input_id: RecordId
     input_kind: Literal["city_event", "citizen_appeal"]
     code: StrictStr
-    unit: StrictStr
+    event_name: StrictStr
+    urgency: StrictStr
+    route: StrictStr
+    unit: StrictStr | None = None
     district: StrictStr | None = None
     street: StrictStr | None = None
+    location_type: StrictStr | None = None
     confidence: Annotated[float, Field(ge=0, le=1)]
     auto: bool
+    review_reasons: tuple[ReviewReason, ...] = ()
     alternatives: tuple[Alternative, ...] = ()
+    unresolved: tuple[StrictStr, ...] = ()
     model_versions: dict[str, str] = Field(default_factory=dict)
+    backend: StrictStr
+    # Milliseconds per step: queue (Kafka to agent), address, features, inference, decide.
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    received_at: Timestamp
     decided_at: Timestamp
+
+
+class DispatchFeedback(_Wire):
+    """A dispatcher's verdict on a decision: confirmed, or corrected to another unit."""
+
+    kind: Literal["dispatch_feedback"]
+    feedback_id: RecordId
+    input_id: RecordId
+    verdict: Literal["confirmed", "corrected"]
+    unit: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    code: Annotated[StrictStr, Field(pattern=r"^[A-Z][0-9]{2}$")] | None = None
+    dispatcher_id: ShortText
+    given_at: Timestamp
 
 
 class Detection(_Wire):
@@ -161,13 +198,14 @@ class Detection(_Wire):
 
 
 InputRecord = CityEvent | CitizenAppeal | VideoFrameRef
-Record = InputRecord | DispatchDecision | Detection
+Record = InputRecord | DispatchDecision | DispatchFeedback | Detection
 
 _MODELS: dict[str, type[Record]] = {
     "city_event": CityEvent,
     "citizen_appeal": CitizenAppeal,
     "video_frame": VideoFrameRef,
     "dispatch_decision": DispatchDecision,
+    "dispatch_feedback": DispatchFeedback,
     "detection": Detection,
 }
 

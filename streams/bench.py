@@ -191,6 +191,8 @@ def run_bench(settings: Settings, events: int, output: Path) -> int:
             "var_dir": run_dir / "var",
             "web_host": "127.0.0.1",
             "web_port": web_port,
+            # The storage path alone; `citystream bench-dispatch` measures dispatch.
+            "dispatch_enabled": False,
         }
     )
     topics = [bench.topic(s.name) for s in INGEST_SOURCES]

@@ -127,9 +127,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
     from streams.kafka_admin import wait_for_zero_lag
-    from streams.topics import INGEST_SOURCES
+    from streams.topics import STORED_TOPICS
 
-    topics = [settings.topic(s.name) for s in INGEST_SOURCES]
+    topics = [settings.topic(s.name) for s in STORED_TOPICS]
     started = time.monotonic()
     try:
         wait_for_zero_lag(settings, settings.consumer_group, topics, args.timeout)
@@ -201,6 +201,80 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_bench(settings, args.events, Path(args.output))
 
 
+def cmd_bench_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.dispatch_bench import run_dispatch_bench
+
+    return run_dispatch_bench(settings, args.events, args.rate, Path(args.output))
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.train import TrainingConfig, train
+    from schemas.domain import Domain
+
+    config = TrainingConfig(records=args.records, seed=args.seed)
+    report = train(
+        Domain.load(settings.domain_file),
+        settings.model_repository,
+        settings.dispatch_policy,
+        config,
+    )
+    out = Path(args.report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    print(f"models in {settings.model_repository}, policy {settings.dispatch_policy}")
+    return 0
+
+
+def _dispatcher(settings: Settings, triton: str | None) -> Any:
+    from models.scoring import build_dispatcher
+    from processors.dispatch import PolicyError
+
+    try:
+        return build_dispatcher(settings, triton_url=triton)
+    except PolicyError as exc:
+        raise SystemExit(f"citystream: {exc}") from exc
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from models.evaluate import evaluate, handwritten_cases, markdown, misses
+    from models.train import TrainingConfig
+
+    dispatcher = _dispatcher(settings, args.triton)
+    report = evaluate(dispatcher, TrainingConfig(records=args.records, seed=args.seed))
+    report["handwritten_misses"] = misses(dispatcher, handwritten_cases())
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"full report: {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from models.batch_score import score_lines
+
+    dispatcher = _dispatcher(settings, args.triton)
+    failed = scored = 0
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        for out in score_lines(dispatcher, source):
+            sink.write(json.dumps(out, ensure_ascii=False) + "\n")
+            if "error" in out:
+                failed += 1
+                print(f"citystream score: line {out['line']}: {out['error']}", file=sys.stderr)
+            else:
+                scored += 1
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        if sink is not sys.stdout:
+            sink.close()
+    print(f"scored {scored} reports, {failed} lines with errors", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="citystream",
@@ -235,6 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="the local stack: Kafka broker and worker")
     p.add_argument("action", choices=("up", "down", "status"))
 
+    p = sub.add_parser("bench-dispatch", help="latency from Kafka to decision, Triton vs "
+                       "in-process, at a steady rate")
+    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--output", default="bench-results/dispatch.json")
+
+    p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models")
+    p.add_argument("--records", type=int, default=24_000)
+    p.add_argument("--seed", type=int, default=20261126)
+    p.add_argument("--report", default="models/build/training_report.json")
+
+    p = sub.add_parser("eval", help="evaluate dispatch on held-out and hand-written reports")
+    p.add_argument("--records", type=int, default=24_000, help="as given to train")
+    p.add_argument("--seed", type=int, default=20261126, help="as given to train")
+    p.add_argument("--triton", default=None, help="Triton host:port (default: in-process)")
+    p.add_argument("--output", default="bench-results/eval-dispatch.json")
+
+    p = sub.add_parser("score", help="dispatch decisions for a JSON Lines file of reports")
+    p.add_argument("--input", required=True, help="JSON Lines with text (and id, channel, "
+                   "reported_at); - for stdin")
+    p.add_argument("--output", required=True, help="decisions, one line per input; - for stdout")
+    p.add_argument("--triton", default=None, help="Triton host:port (default: in-process)")
+
     p = sub.add_parser("bench", help="replay N events and time until all are stored")
     p.add_argument("--events", type=int, default=50_000)
     p.add_argument("--output", default="bench-results/ingest.json")
@@ -251,6 +348,10 @@ COMMANDS = {
     "query": cmd_query,
     "stack": cmd_stack,
     "bench": cmd_bench,
+    "bench-dispatch": cmd_bench_dispatch,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "score": cmd_score,
 }
 
 

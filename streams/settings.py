@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     # Upper bound between retries of a failing ClickHouse insert (backoff doubles up to it).
     sink_retry_max_backoff_s: float = Field(default=10.0, gt=0)
 
+    # --- Dispatch ----------------------------------------------------------------
+    # Off: the worker only stores (no models needed), e.g. a storage-only deployment.
+    dispatch_enabled: bool = True
+    # The Triton model repository and the policy written by `make train`.
+    model_repository: Path = REPO_ROOT / "models" / "build" / "repository"
+    dispatch_policy: Path = REPO_ROOT / "models" / "build" / "dispatch_policy.json"
+    # Micro-batches: up to this many reports, or whatever arrived within the window. Small
+    # windows keep latency low; Triton's dynamic batcher merges concurrent batches anyway.
+    dispatch_batch_size: int = Field(default=64, ge=1, le=64)
+    dispatch_window_s: float = Field(default=0.01, gt=0)
+    # Unset: models run in-process (ONNX Runtime). Set (host:port): Triton, with the
+    # in-process models as the fallback when it is down or slow.
+    triton_url: str | None = None
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = Field(default=0.5, gt=0)
+    triton_retries: int = Field(default=1, ge=0)
+    # ONNX Runtime execution providers, in order (GPU machines: CUDAExecutionProvider first).
+    onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
     # --- Worker ----------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

@@ -62,7 +62,7 @@ DISPATCH_REVIEW = TopicSpec(
 DISPATCH_FEEDBACK = TopicSpec(
     "dispatch.feedback",
     "dispatchers' confirmations and corrections",
-    None,
+    "dispatch_feedback",
     ("input_id",),
     90 * DAY_MS,
 )
@@ -86,6 +86,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     DEAD_LETTERS,
 )
 INGEST_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS, VIDEO_FRAMES)
+# What the dispatch stage reads, and what it writes.
+DISPATCH_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS)
+DISPATCH_OUTPUTS: tuple[TopicSpec, ...] = (DISPATCH_ORDERS, DISPATCH_REVIEW)
+# Everything the sink stores in ClickHouse: the inputs, decisions and feedback.
+STORED_TOPICS: tuple[TopicSpec, ...] = (*INGEST_SOURCES, *DISPATCH_OUTPUTS, DISPATCH_FEEDBACK)
 
 
 def spec_for_kind(kind: str) -> TopicSpec:
@@ -112,6 +117,6 @@ def topic_configs(spec: TopicSpec) -> dict[str, str]:
 
 
 def kinds_by_topic(
-    settings: Settings, specs: Iterable[TopicSpec] = INGEST_SOURCES
+    settings: Settings, specs: Iterable[TopicSpec] = STORED_TOPICS
 ) -> dict[str, str]:
     return {settings.topic(s.name): s.kind for s in specs if s.kind}

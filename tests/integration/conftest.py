@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,62 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@dataclass(frozen=True)
+class TrainedModels:
+    repository: Path
+    policy: Path
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    """Dispatch models trained by ``models.train`` on a small simulated history: the real
+    training, export and repository code, sized for a test session."""
+    from models.train import TrainingConfig, train
+    from schemas.domain import Domain
+
+    root = tmp_path_factory.mktemp("dispatch-models")
+    models = TrainedModels(root / "repository", root / "dispatch_policy.json")
+    train(
+        Domain.load(Settings().domain_file),
+        models.repository,
+        models.policy,
+        TrainingConfig(records=4000, seed=4242),
+        log=lambda _line: None,
+    )
+    return models
+
+
+@pytest.fixture(scope="session")
+def dispatch_triton(
+    tmp_path_factory: pytest.TempPathFactory, trained_models: TrainedModels
+) -> Iterator[Any]:
+    """tritonserver serving the trained dispatch models."""
+    from infra.triton import TritonServer
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        tmp_path_factory.mktemp("dispatch-triton"),
+        trained_models.repository,
+        http_port,
+        grpc_port,
+        metrics_port,
+        REPO_ROOT / ".cache",
+    )
+    server.env.ensure()
+    server.start(timeout_s=90)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def settings(kafka: KafkaBroker, tmp_path: Path, unique: str) -> Settings:
-    """Settings isolated for one test: own topics, group, database, chDB path, web port."""
+def settings(
+    kafka: KafkaBroker, tmp_path: Path, unique: str, trained_models: TrainedModels
+) -> Settings:
+    """Settings isolated for one test: own topics, group, database, chDB path, web port;
+    dispatch on the session's trained models, in-process unless a test adds Triton."""
     return Settings(
+        model_repository=trained_models.repository,
+        dispatch_policy=trained_models.policy,
         kafka_bootstrap_servers=kafka.bootstrap,
         topic_prefix=f"t{unique}.",
         consumer_group=f"g{unique}",
@@ -72,3 +125,52 @@ def worker_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for worker in started:
         worker.stop()
+
+
+# --------------------------------------------------------------------------------- Triton
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with two random-weight text models built by models.export."""
+    import numpy as np
+
+    from models.export import build_text_model, save_text_model
+    from models.repository import write_model_repository
+
+    tmp = tmp_path_factory.mktemp("triton-models")
+    rng = np.random.default_rng(20240601)
+    paths = []
+    for name, classes in (("event_classifier", 45), ("dispatch_router", 20)):
+        model = build_text_model(
+            name=name,
+            version=f"{name}-test-1",
+            weights=rng.normal(0, 2, (2**16, classes)).astype(np.float32),
+            bias=rng.normal(0, 1, classes).astype(np.float32),
+            temperature=1.3,
+            labels=[f"{name}_{i}" for i in range(classes)],
+            sequence_length=1024,
+        )
+        paths.append(save_text_model(model, tmp / "onnx" / f"{name}.onnx"))
+    write_model_repository(tmp / "repository", paths)
+    return tmp / "repository"
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory, triton_repository: Path) -> Iterator[Any]:
+    """tritonserver (pytriton's 2.51 build, Python backend, CPU) from infra.triton."""
+    from infra.triton import TritonServer
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        tmp_path_factory.mktemp("triton"),
+        triton_repository,
+        http_port,
+        grpc_port,
+        metrics_port,
+        REPO_ROOT / ".cache",
+    )
+    server.env.ensure()  # first run only: a few minutes of pip, outside the start timeout
+    server.start(timeout_s=90)
+    yield server
+    server.stop()

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaConsumer
+from pipeline import replay_records
 
 from infra.services import ClickHouseServer, free_ports
 from infra.worker_process import worker_ready
@@ -23,10 +24,9 @@ from streams.kafka_admin import (
     producer,
     wait_for_zero_lag,
 )
-from streams.replay import replay
 from streams.sample import json_lines, sample_records
 from streams.settings import Settings
-from streams.topics import CITY_EVENTS, DEAD_LETTERS, INGEST_SOURCES
+from streams.topics import CITY_EVENTS, DEAD_LETTERS, INGEST_SOURCES, STORED_TOPICS
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,6 @@ def _sample(settings: Settings, count: int, invalid_every: int, run_id: str) -> 
     domain = Domain.load(settings.domain_file)
     records = sample_records(domain, count, seed=7, run_id=run_id, invalid_every=invalid_every)
     return [orjson.loads(line) for line in json_lines(records)]
-
-
-def _replay(settings: Settings, records: list[Any]) -> None:
-    create_topics(settings)
-    lines = ((n, orjson.dumps(r)) for n, r in enumerate(records, start=1))
-    prod = producer(settings)
-    try:
-        report = replay(settings, prod, lines, rate=None)
-    finally:
-        prod.close()
-    assert report.ok and report.sent == len(records), report
 
 
 def _expected(records: list[Any]) -> dict[str, set[str]]:
@@ -63,8 +52,14 @@ def _source_topics(settings: Settings) -> list[str]:
 
 def test_sample_stream_lands_in_chdb(settings: Settings, worker_factory: Any) -> None:
     records = _sample(settings, 600, invalid_every=40, run_id="r1")
+    # An inspector who picked the category at the scene: enriched from the taxonomy.
+    records.append({
+        "kind": "city_event", "schema_version": 1, "event_id": "r1-coded",
+        "source": "grid_inspector", "reported_at": "2026-11-26T08:00:00+08:00",
+        "description": "香港中路路灯不亮", "district": "市南区", "code": "E02",
+    })
     expected = _expected(records)
-    _replay(settings, records)
+    replay_records(settings, records)
     worker = worker_factory(settings)
     worker.start()
     wait_for_zero_lag(settings, settings.consumer_group, _source_topics(settings), timeout_s=120)
@@ -84,7 +79,7 @@ def test_sample_stream_lands_in_chdb(settings: Settings, worker_factory: Any) ->
 
     # Enrichment came from the domain: the taxonomy's name and urgency for the code.
     domain = Domain.load(settings.domain_file)
-    one = next(r for r in records if r["kind"] == "city_event" and "-bad" not in r["event_id"])
+    one = next(r for r in records if r["kind"] == "city_event" and "code" in r)
     row = worker.query(
         "SELECT district, event_name, urgency, ingest_latency_ms FROM city_events "
         f"WHERE event_id = '{one['event_id']}'"
@@ -93,7 +88,11 @@ def test_sample_stream_lands_in_chdb(settings: Settings, worker_factory: Any) ->
     assert row["event_name"] == domain.event_types[one["code"]].name
     assert row["urgency"] == domain.event_types[one["code"]].urgency
     assert row["ingest_latency_ms"] >= 0
-    assert worker.metric("citystream_events_out_total") == len(events) + len(appeals)
+    stored_inputs = sum(
+        worker.metric("citystream_events_out_total", table=t)
+        for t in ("city_events_log", "citizen_appeals_log")
+    )
+    assert stored_inputs == len(events) + len(appeals)
     assert worker.metric("citystream_dead_letters_total") == len(expected["bad"])
 
 
@@ -103,7 +102,7 @@ def test_sample_stream_lands_in_clickhouse_server(
     server_settings = settings.model_copy(update={"clickhouse_url": clickhouse_server.url})
     records = _sample(server_settings, 400, invalid_every=50, run_id="r2")
     expected = _expected(records)
-    _replay(server_settings, records)
+    replay_records(server_settings, records)
     worker = worker_factory(server_settings)
     worker.start()
     wait_for_zero_lag(
@@ -175,7 +174,7 @@ def test_worker_killed_mid_stream_stores_each_event_once(
 ) -> None:
     total = 30_000
     records = _sample(settings, total, invalid_every=0, run_id="crash")
-    _replay(settings, records)
+    replay_records(settings, records)
     topics = _source_topics(settings)
 
     first = worker_factory(settings)
@@ -192,13 +191,17 @@ def test_worker_killed_mid_stream_stores_each_event_once(
 
     second = worker_factory(settings)
     second.start()
-    wait_for_zero_lag(settings, settings.consumer_group, topics, timeout_s=180)
+    stored_topics = [settings.topic(s.name) for s in STORED_TOPICS]
+    wait_for_zero_lag(settings, settings.consumer_group, stored_topics, timeout_s=300)
     counts = second.query(
         "SELECT (SELECT count() FROM city_events) + (SELECT count() FROM citizen_appeals) AS rows,"
         " (SELECT uniqExact(event_id) FROM city_events)"
-        " + (SELECT uniqExact(appeal_id) FROM citizen_appeals) AS ids"
+        " + (SELECT uniqExact(appeal_id) FROM citizen_appeals) AS ids,"
+        " (SELECT count() FROM dispatch_decisions) AS decisions,"
+        " (SELECT uniqExact(input_id) FROM dispatch_decisions) AS decided_ids"
     )[0]
-    assert counts == {"rows": total, "ids": total}
+    # Every report stored once and decided once, across the crash.
+    assert counts == {"rows": total, "ids": total, "decisions": total, "decided_ids": total}
     assert second.query("SELECT count() AS n FROM dead_letters")[0]["n"] == 0
 
 
@@ -256,7 +259,7 @@ def test_clickhouse_outage_holds_offsets_until_rows_are_stored(
         server.stop()
 
         records = _sample(own, 2000, invalid_every=0, run_id="outage")
-        _replay(own, records)
+        replay_records(own, records)
         topics = _source_topics(own)
         deadline = time.monotonic() + 60
         while worker.metric("citystream_sink_errors_total") < 2:

@@ -88,6 +88,9 @@ def test_kinds_by_topic_uses_prefix():
         "dev.city.events": "city_event",
         "dev.citizen.appeals": "citizen_appeal",
         "dev.frames.refs": "video_frame",
+        "dev.dispatch.orders": "dispatch_decision",
+        "dev.dispatch.review": "dispatch_decision",
+        "dev.dispatch.feedback": "dispatch_feedback",
     }
 
 

@@ -1,0 +1,143 @@
+"""Both text models behind one call, on whichever backend the settings name.
+
+In-process ONNX Runtime by default; with ``CITYSTREAM_TRITON_URL`` set, Triton first and
+the same ONNX files in-process when Triton is down or slow. At start-up the served
+models are checked against the policy that training wrote (labels and versions), so a
+worker never combines a model with a policy calibrated for another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from models.export import ModelInfo, read_model_info
+from models.inference import (
+    BackendUnavailable,
+    FallbackBackend,
+    InferenceBackend,
+    InferenceError,
+    OnnxRuntimeBackend,
+    TritonBackend,
+)
+from processors.dispatch import (
+    Dispatcher,
+    DispatchPolicy,
+    ModelOutputs,
+    ModelsUnavailable,
+    PolicyError,
+)
+from streams.settings import Settings
+
+CLASSIFIER = "event_classifier"
+ROUTER = "dispatch_router"
+OUTPUT = "probabilities"
+
+
+def model_file(repository: Path, name: str) -> Path:
+    return repository / name / "1" / "model.onnx"
+
+
+def expected_models(repository: Path, policy: DispatchPolicy) -> dict[str, ModelInfo]:
+    """The model files in the repository, checked against the policy's labels/versions."""
+    infos: dict[str, ModelInfo] = {}
+    for name, labels in ((CLASSIFIER, policy.code_labels), (ROUTER, policy.route_labels)):
+        path = model_file(repository, name)
+        if not path.is_file():
+            raise PolicyError(f"model {name} is missing at {path}; run `make train`")
+        info = read_model_info(path)
+        if tuple(info.labels) != tuple(labels):
+            raise PolicyError(
+                f"model {name} at {path} has other labels than the dispatch policy; "
+                "the repository and the policy come from different trainings: run `make train`"
+            )
+        expected_version = policy.model_versions.get(name)
+        if expected_version is not None and info.version != expected_version:
+            raise PolicyError(
+                f"model {name} is version {info.version}, the policy was calibrated for "
+                f"{expected_version}: run `make train`"
+            )
+        infos[name] = info
+    return infos
+
+
+class BackendScorer:
+    """``processors.dispatch.ModelScorer`` over an inference backend."""
+
+    def __init__(self, backend: InferenceBackend, policy: DispatchPolicy) -> None:
+        self.backend = backend
+        self.widths = {CLASSIFIER: len(policy.code_labels), ROUTER: len(policy.route_labels)}
+
+    def _run(self, model: str, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+        try:
+            if isinstance(self.backend, FallbackBackend):
+                answer = self.backend.infer_with_source(model, inputs)
+                outputs, name = answer.outputs, answer.backend
+            else:
+                outputs, name = self.backend.infer(model, inputs), self.backend.name
+        except (BackendUnavailable, InferenceError) as exc:
+            raise ModelsUnavailable(f"{model}: {exc}") from exc
+        probs = np.asarray(outputs[OUTPUT])
+        rows = len(inputs["token_ids"])
+        if probs.shape != (rows, self.widths[model]):
+            raise ModelsUnavailable(
+                f"{model} answered shape {probs.shape}, expected {(rows, self.widths[model])}"
+            )
+        return probs, name
+
+    def score(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+        code_probs, first = self._run(CLASSIFIER, inputs)
+        route_probs, second = self._run(ROUTER, inputs)
+        backend = first if first == second else f"{first}+{second}"
+        return ModelOutputs(code_probs, route_probs, backend)
+
+
+def build_backend(
+    settings: Settings,
+    on_fallback: Callable[[], None] | None = None,
+    triton_url: str | None = None,
+) -> InferenceBackend:
+    local = OnnxRuntimeBackend(settings.model_repository, providers=settings.onnx_providers)
+    url = triton_url or settings.triton_url
+    if not url:
+        return local
+    triton = TritonBackend(
+        url,
+        protocol=settings.triton_protocol,
+        timeout_s=settings.triton_timeout_s,
+        retries=settings.triton_retries,
+    )
+    return FallbackBackend(
+        triton,
+        local,
+        on_fallback=on_fallback,
+    )
+
+
+def build_scorer(
+    settings: Settings,
+    policy: DispatchPolicy,
+    on_fallback: Callable[[], None] | None = None,
+    triton_url: str | None = None,
+) -> BackendScorer:
+    """The scorer, after the start-up check: each backend holds the models this policy
+    was calibrated for (a Triton that is down is noted and the in-process models used)."""
+    infos = expected_models(settings.model_repository, policy)
+    backend = build_backend(settings, on_fallback, triton_url)
+    for info in infos.values():
+        backend.check_model(info)
+    return BackendScorer(backend, policy)
+
+
+def build_dispatcher(settings: Settings, triton_url: str | None = None) -> Dispatcher:
+    """The dispatcher the batch tools use: same domain, policy, analyser and models as the
+    live agent."""
+    from processors.address import AddressAnalyser
+    from schemas.domain import Domain
+
+    domain = Domain.load(settings.domain_file)
+    policy = DispatchPolicy.load(settings.dispatch_policy, domain)
+    scorer = build_scorer(settings, policy, triton_url=triton_url)
+    return Dispatcher(domain, policy, AddressAnalyser(domain), scorer)
