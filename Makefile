@@ -8,14 +8,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CITYSTREAM := $(VENV)/bin/citystream
 SAMPLE_COUNT ?= 2000
-SAMPLE_RATE ?= 1000
+SAMPLE_RATE ?= 300
+# This run's ids (runs add up in the tables; the summary shows this one).
+RUN_ID := $(shell date +%s)
 BENCH_EVENTS ?= 50000
 DISPATCH_BENCH_EVENTS ?= 10000
-DISPATCH_BENCH_RATE ?= 500
+DISPATCH_BENCH_RATE ?= 250,500
 STAMP := $(VENV)/.installed
 # What `make train` writes: the Triton model repository and the dispatch policy.
 MODELS := models/build/dispatch_policy.json
 TRITON_URL ?= 127.0.0.1:8001
+TRITON_HTTP := 127.0.0.1:8000
 
 .PHONY: help setup system-deps run stop status train eval test test-unit test-integration lint bench clean
 
@@ -47,17 +50,21 @@ run: export CITYSTREAM_TRITON_URL ?= $(TRITON_URL)
 run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stream, show results
 	$(CITYSTREAM) stack up
 	@mkdir -p var/sample
-	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --output var/sample/latest.jsonl
+	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --output var/sample/latest.jsonl
 	$(CITYSTREAM) replay var/sample/latest.jsonl --rate $(SAMPLE_RATE)
 	$(CITYSTREAM) wait --timeout 300
-	@$(CITYSTREAM) query "SELECT 'city_events' AS table, count() AS stored_rows FROM city_events UNION ALL SELECT 'citizen_appeals', count() FROM citizen_appeals UNION ALL SELECT 'dead_letters', count() FROM dead_letters"
+	@$(CITYSTREAM) query "SELECT 'city_events' AS table, count() AS stored_rows FROM city_events UNION ALL SELECT 'citizen_appeals', count() FROM citizen_appeals UNION ALL SELECT 'dead_letters', count() FROM dead_letters UNION ALL SELECT 'dispatch_decisions', count() FROM dispatch_decisions"
 	@echo
+	@$(CITYSTREAM) query "SELECT if(auto = 1, 'dispatch.orders (automatic)', 'dispatch.review (dispatcher)') AS outcome, count() AS decisions, round(avg(confidence), 3) AS mean_confidence, groupUniqArray(backend) AS backend, round(quantile(0.5)(total_ms)) AS p50_ms_kafka_to_decision, round(quantile(0.99)(total_ms)) AS p99_ms FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' GROUP BY outcome ORDER BY outcome"
+	@echo
+	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""
 	@echo "Metrics   http://127.0.0.1:6066/metrics   (health: /healthz, /readyz)"
-	@echo "Logs      var/log/worker.log, var/kafka/logs/"
+	@echo "Triton    http://$(TRITON_HTTP)/v2/models/dispatch_router   (metrics :8002/metrics)"
+	@echo "Logs      var/log/worker.log, var/kafka/logs/, var/triton/logs/"
 	@echo "Stop      make stop"
 
-stop: setup ## stop the worker and Kafka started by make run
+stop: setup ## stop the worker, Triton and Kafka started by make run
 	$(CITYSTREAM) stack down
 
 status: setup ## show what is running

@@ -61,9 +61,11 @@ def normalise(text: str) -> list[str]:
     return [piece for piece in _SEPARATORS.split(folded) if piece]
 
 
+@lru_cache(maxsize=1 << 18)
 def bucket(gram: str) -> int:
     """A stable bucket in 1..BUCKETS-1 (0 is padding); crc32 is the same in every process,
-    unlike Python's salted ``hash``."""
+    unlike Python's salted ``hash``. Cached: reports share most of their n-grams, and the
+    lookup costs a fifth of the hash (half the featurising time on the live path)."""
     return 1 + zlib.crc32(gram.encode("utf-8")) % (BUCKETS - 1)
 
 

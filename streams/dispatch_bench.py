@@ -106,7 +106,8 @@ def measure(
         )
         drained_s = time.monotonic() - started
         entered = {_id_of(json.loads(m.value)): m.timestamp for m in inputs}
-        latencies, steps, backends, auto = [], {"inference": [], "address": []}, set(), 0
+        latencies, backends, auto = [], set(), 0
+        steps: dict[str, list[float]] = {"queue": [], "inference": [], "address": [], "total": []}
         for message in decisions:
             decision = json.loads(message.value)
             if not decision["input_id"].startswith(run_id):
@@ -124,6 +125,10 @@ def measure(
             "paced_rate_per_s": round(events / sent_s, 1),
             "decisions_per_s_over_run": round(events / drained_s, 1),
             "latency_ms": _quantiles(latencies),
+            # Kafka timestamp of the report -> the dispatch agent taking it (its batch).
+            "queue_ms": _quantiles(steps["queue"]),
+            # queue + the worker's own time for the report's batch, until handed to send.
+            "total_in_worker_ms": _quantiles(steps["total"]),
             "inference_ms_per_batch": _quantiles(steps["inference"]),
             "address_ms_per_report": _quantiles(steps["address"]),
             "auto_rate": round(auto / events, 4),
@@ -132,7 +137,9 @@ def measure(
         worker.stop()
 
 
-def run_dispatch_bench(settings: Settings, events: int, rate: float, output: Path) -> int:
+def run_dispatch_bench(
+    settings: Settings, events: int, rates: list[float], output: Path
+) -> int:
     unique = uuid.uuid4().hex[:8]
     run_dir = settings.var_dir / "bench" / f"dispatch-{unique}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,30 +151,37 @@ def run_dispatch_bench(settings: Settings, events: int, rate: float, output: Pat
         settings.cache_dir,
     )
 
-    def bench_settings(backend: str) -> Settings:
+    def bench_settings(backend: str, rate: float) -> Settings:
+        tag = f"{backend}{int(rate)}"
         return settings.model_copy(
             update={
                 "kafka_bootstrap_servers": broker.bootstrap,
                 "kafka_security_protocol": "PLAINTEXT",
-                "topic_prefix": f"bd{unique}{backend}.",
-                "consumer_group": f"bd-{unique}-{backend}",
+                "topic_prefix": f"bd{unique}{tag}.",
+                "consumer_group": f"bd-{unique}-{tag}",
                 "clickhouse_url": None,
-                "chdb_path": run_dir / f"chdb-{backend}",
-                "var_dir": run_dir / f"var-{backend}",
+                "chdb_path": run_dir / f"chdb-{tag}",
+                "var_dir": run_dir / f"var-{tag}",
                 "web_port": free_ports(1)[0],
                 "triton_url": triton.grpc_url if backend == "triton" else None,
             }
         )
 
     load_before = os.getloadavg()
-    results: dict[str, Any] = {}
-    print(f"bench-dispatch: {events} reports at {rate}/s, scratch {run_dir}", file=sys.stderr)
+    results: dict[str, dict[str, Any]] = {}
+    print(f"bench-dispatch: {events} reports at {rates}/s, scratch {run_dir}", file=sys.stderr)
     try:
         broker.start(timeout_s=120)
         triton.start(timeout_s=300)
-        for backend in ("triton", "onnxruntime"):
-            results[backend] = measure(bench_settings(backend), run_dir, backend, events, rate)
-            print(f"bench-dispatch: {backend}: {results[backend]['latency_ms']}", file=sys.stderr)
+        for rate in rates:
+            at_rate = results.setdefault(f"{rate:g}_per_s", {})
+            # Alternating backends at each rate: both see the same machine, minutes apart.
+            for backend in ("triton", "onnxruntime"):
+                at_rate[backend] = measure(
+                    bench_settings(backend, rate), run_dir, backend, events, rate
+                )
+                print(f"bench-dispatch: {rate:g}/s {backend}: {at_rate[backend]['latency_ms']}",
+                      file=sys.stderr)
     except (RuntimeError, TimeoutError, KafkaError, OSError) as exc:
         print(f"citystream bench-dispatch: failed: {exc}; scratch kept: {run_dir}",
               file=sys.stderr)
@@ -175,7 +189,10 @@ def run_dispatch_bench(settings: Settings, events: int, rate: float, output: Pat
     finally:
         triton.stop()
         broker.stop()
-    p99 = {k: v["latency_ms"]["p99"] for k, v in results.items()}
+    ratios = {
+        key: round(v["triton"]["latency_ms"]["p99"] / v["onnxruntime"]["latency_ms"]["p99"], 3)
+        for key, v in results.items()
+    }
     result = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -187,14 +204,15 @@ def run_dispatch_bench(settings: Settings, events: int, rate: float, output: Pat
         },
         "parameters": {
             "reports": events,
-            "rate_per_s": rate,
+            "rates_per_s": rates,
             "warmup_reports": WARMUP_EVENTS,
             "dispatch_batch_size": settings.dispatch_batch_size,
             "dispatch_window_s": settings.dispatch_window_s,
+            "dispatch_concurrency": settings.dispatch_concurrency,
             "topic_partitions": settings.topic_partitions,
         },
         "figures": results,
-        "p99_ratio_triton_vs_in_process": round(p99["triton"] / p99["onnxruntime"], 3),
+        "p99_ratio_triton_vs_in_process": ratios,
         "notes": [
             "latency: Kafka timestamp of the decision minus that of the report (both set by "
             "producers on this machine): the whole path through the worker, including address "

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # windows keep latency low; Triton's dynamic batcher merges concurrent batches anyway.
     dispatch_batch_size: int = Field(default=64, ge=1, le=64)
     dispatch_window_s: float = Field(default=0.01, gt=0)
+    # Dispatch actors (each takes its own micro-batches; offsets still commit in order).
+    dispatch_concurrency: int = Field(default=3, ge=1, le=16)
     # Unset: models run in-process (ONNX Runtime). Set (host:port): Triton, with the
     # in-process models as the fallback when it is down or slow.
     triton_url: str | None = None

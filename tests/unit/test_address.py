@@ -694,3 +694,21 @@ def test_real_lexicon_marks_ordinary_bare_names(domain):
     assert {"四方", "上马"} <= gazetteer.ordinary_bare
     assert not {"夏庄", "店埠", "北宅"} & gazetteer.ordinary_bare
     assert "區".translate(gazetteer.simplify) == "区"
+
+
+def test_cascade_gives_what_the_full_analyser_gives(domain):
+    from processors.address import CascadeAnalyser
+
+    cascade, full = CascadeAnalyser(domain), AddressAnalyser(domain)
+    texts = [
+        "八大关那边小区门口垃圾成堆",
+        "西海岸新区长江中路57号小区楼下路灯不亮",
+        "威海路39号旁边的小胡同里堆满了杂物",
+        "公园里剩饭剩菜满地都是",
+        "北京市朝阳区建国路有个井盖坏了",
+    ]
+    for text in texts:
+        assert cascade.analyse(text) == full.analyse(text), text
+    # A hint settles the district: the fast pass answers alone.
+    placed = cascade.analyse("路灯不亮", district="市南区")
+    assert placed.district == "市南区"
