@@ -49,13 +49,16 @@ from streams.kafka_admin import LagProbe
 from streams.query import QueryRefused, read_only
 from streams.settings import Settings
 from streams.topics import (
+    AGENT_TOPICS,
     DEAD_LETTERS,
     DISPATCH_ORDERS,
+    DISPATCH_OUTPUTS,
     DISPATCH_REVIEW,
     DISPATCH_SOURCES,
-    STORED_TOPICS,
+    decisions_group,
     kinds_by_topic,
     message_key,
+    stored_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -80,20 +83,39 @@ class WorkerState:
     dispatch: DispatchStage | None = None
 
 
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    # Our own context: faust's SSLCredentials without a purpose fails, and no CA file
+    # means the system's trust store, as with the kafka-python clients.
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    return ssl.create_default_context(
+        purpose=ssl.Purpose.SERVER_AUTH,
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+    )
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """The same connection settings for a plain aiokafka client."""
+    password = settings.kafka_sasl_password
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": _tls_context(settings),
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return options
+
+
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
     options: dict[str, Any] = {"broker": servers}
     protocol = settings.kafka_security_protocol
-    # Our own context: faust's SSLCredentials without a purpose fails, and no CA file
-    # means the system's trust store, as with the kafka-python clients.
-    tls = (
-        ssl.create_default_context(
-            purpose=ssl.Purpose.SERVER_AUTH,
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-        )
-        if protocol in ("SSL", "SASL_SSL")
-        else None
-    )
+    tls = _tls_context(settings)
     if protocol.startswith("SASL"):
         password = settings.kafka_sasl_password
         options["broker_credentials"] = faust.SASLCredentials(
@@ -160,6 +182,62 @@ async def run_batches(
         raise
 
 
+async def run_decision_store(
+    app: faust.App,
+    settings: Settings,
+    store: Callable[[list[SourceMessage]], Awaitable[None]],
+) -> None:
+    """Decisions into ClickHouse through a plain consumer (the sink's bulk path, as in
+    quix-streams): take what arrived, make it durable, then commit exactly those offsets.
+    A crash between the two repeats the batch; the table keeps one row per report."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import CommitFailedError
+
+    consumer = AIOKafkaConsumer(
+        *(settings.topic(s.name) for s in DISPATCH_OUTPUTS),
+        group_id=decisions_group(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.kafka_session_timeout_s * 100),
+        **aiokafka_options(settings),
+    )
+    try:
+        await consumer.start()
+        while True:
+            fetched = await consumer.getmany(
+                timeout_ms=int(settings.sink_flush_interval_s * 1000),
+                max_records=settings.sink_batch_size,
+            )
+            messages = [
+                SourceMessage(
+                    m.topic, m.partition, m.offset,
+                    datetime.fromtimestamp(m.timestamp / 1000, UTC), m.key, m.value,
+                )
+                for batch in fetched.values()
+                for m in batch
+            ]
+            if not messages:
+                continue
+            await store(messages)
+            try:
+                await consumer.commit(
+                    {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+                )
+            except CommitFailedError as exc:
+                # The group rebalanced meanwhile: the new owner takes these again and the
+                # table absorbs the repeat.
+                log.warning("decision offsets not committed (rebalance): %s", exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - same policy as the agents: crash, never idle
+        log.critical("decision store failed, stopping the worker: %r", exc)
+        await app.crash(exc)
+        raise
+    finally:
+        await consumer.stop()
+
+
 def create_app(state: WorkerState) -> faust.App:
     settings = state.settings
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +262,7 @@ def create_app(state: WorkerState) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 10,
     )
-    sources = app.topic(*(settings.topic(s.name) for s in STORED_TOPICS))
+    sources = app.topic(*(settings.topic(s.name) for s in AGENT_TOPICS))
     dead_letters = app.topic(settings.topic(DEAD_LETTERS.name))
     metrics = state.metrics
 
@@ -208,10 +286,15 @@ def create_app(state: WorkerState) -> faust.App:
         await asyncio.gather(*pending)
 
     async def store_batch(stream: StreamT, events: list[EventT]) -> None:
+        await store_messages([_source_message(event) for event in events])
+        for event in events:
+            await stream.ack(event)
+
+    async def store_messages(messages: list[SourceMessage]) -> None:
+        """Make a batch durable: rows inserted, dead letters delivered."""
         now = datetime.now(UTC)
         outcomes = []
-        for event in events:
-            msg = _source_message(event)
+        for msg in messages:
             metrics.events_in.labels(msg.topic).inc()
             outcomes.append(process_safely(msg, state.context, now))
         batch = group_outcomes(outcomes)
@@ -226,8 +309,6 @@ def create_app(state: WorkerState) -> faust.App:
                     continue
                 latency = queued_ms / 1000 + (stored_at - now).total_seconds()
                 metrics.ingest_latency.labels(outcome.row["kafka_topic"]).observe(max(latency, 0.0))
-        for event in events:
-            await stream.ack(event)
 
     @app.agent(sources, name="ingest")
     async def ingest_agent(stream: StreamT) -> None:
@@ -239,20 +320,28 @@ def create_app(state: WorkerState) -> faust.App:
     if state.dispatch is not None:
         add_dispatch_agent(app, state, state.dispatch, publish_dead_letters)
 
+    @app.task
+    async def store_decisions() -> None:
+        await run_decision_store(app, settings, store_messages)
+
     # One probe, kept open and used from one thread: a fresh consumer per poll would
     # bootstrap and find the group coordinator again every few seconds.
     lag_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lag-probe")
-    lag_probe: list[LagProbe] = []
+    lag_probes: list[LagProbe] = []
 
     def read_lag() -> dict[Any, int]:
-        if not lag_probe:
-            topics = [settings.topic(s.name) for s in STORED_TOPICS]
-            lag_probe.append(LagProbe(settings, settings.consumer_group, topics))
+        if not lag_probes:
+            for group, topics in stored_groups(settings).items():
+                lag_probes.append(LagProbe(settings, group, topics))
+        lag: dict[Any, int] = {}
         try:
-            return lag_probe[0].lag()
+            for probe in lag_probes:
+                lag.update(probe.lag())
         except KafkaError:
-            lag_probe.pop().close()  # reconnect on the next poll
+            while lag_probes:  # reconnect on the next poll
+                lag_probes.pop().close()
             raise
+        return lag
 
     @app.timer(interval=settings.lag_poll_interval_s)
     async def poll_lag() -> None:

@@ -126,13 +126,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka_admin import wait_for_zero_lag
-    from streams.topics import STORED_TOPICS
+    from streams.kafka_admin import wait_until_stored
 
-    topics = [settings.topic(s.name) for s in STORED_TOPICS]
     started = time.monotonic()
     try:
-        wait_for_zero_lag(settings, settings.consumer_group, topics, args.timeout)
+        wait_until_stored(settings, args.timeout)
     except TimeoutError as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 1

@@ -28,11 +28,11 @@ from infra.services import KAFKA_VERSION, KafkaBroker, free_ports
 from infra.triton import TritonServer
 from infra.worker_process import WorkerProcess
 from schemas.domain import Domain
-from streams.kafka_admin import client_config, create_topics, producer, wait_for_zero_lag
+from streams.kafka_admin import client_config, create_topics, producer, wait_until_stored
 from streams.replay import replay
 from streams.sample import json_lines, sample_records
 from streams.settings import Settings
-from streams.topics import DISPATCH_OUTPUTS, DISPATCH_SOURCES, STORED_TOPICS
+from streams.topics import DISPATCH_OUTPUTS, DISPATCH_SOURCES
 
 SEED = 20261126
 WARMUP_EVENTS = 300
@@ -88,8 +88,7 @@ def measure(
         prod = producer(settings)
         try:
             replay(settings, prod, enumerate(warm, start=1), rate=rate)
-            stored = [settings.topic(s.name) for s in STORED_TOPICS]
-            wait_for_zero_lag(settings, settings.consumer_group, stored, 120)
+            wait_until_stored(settings, 120)
             started = time.monotonic()
             report = replay(settings, prod, enumerate(lines, start=1), rate=rate)
             sent_s = time.monotonic() - started

@@ -155,3 +155,13 @@ def wait_for_zero_lag(
     finally:
         probe.close()
     raise TimeoutError(f"group {group} still has lag after {timeout_s}s: {lag}")
+
+
+def wait_until_stored(settings: Settings, timeout_s: float) -> None:
+    """Until every message on the stored topics is in ClickHouse (zero lag for each of the
+    worker's groups, in order: inputs, then the decisions they produced)."""
+    from streams.topics import stored_groups
+
+    deadline = time.monotonic() + timeout_s
+    for group, topics in stored_groups(settings).items():
+        wait_for_zero_lag(settings, group, topics, max(deadline - time.monotonic(), 1.0))

@@ -91,6 +91,25 @@ DISPATCH_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS)
 DISPATCH_OUTPUTS: tuple[TopicSpec, ...] = (DISPATCH_ORDERS, DISPATCH_REVIEW)
 # Everything the sink stores in ClickHouse: the inputs, decisions and feedback.
 STORED_TOPICS: tuple[TopicSpec, ...] = (*INGEST_SOURCES, *DISPATCH_OUTPUTS, DISPATCH_FEEDBACK)
+# What the worker's Faust agents read (the worker's own consumer group); decisions are
+# stored by a plain consumer of their own group (one per decision, at hundreds a
+# second, Faust's per-message work cost a quarter of the worker's CPU).
+AGENT_TOPICS: tuple[TopicSpec, ...] = (*INGEST_SOURCES, DISPATCH_FEEDBACK)
+
+
+def decisions_group(settings: Settings) -> str:
+    """The consumer group that stores decisions (beside the worker's own group)."""
+    return f"{settings.consumer_group}.decisions"
+
+
+def stored_groups(settings: Settings) -> dict[str, list[str]]:
+    """Consumer group -> the topics it stores: zero lag on all of them means every input,
+    decision and verdict so far is in ClickHouse. Inputs first: their offsets commit only
+    after their decisions are published, so the decisions' lag is read after."""
+    return {
+        settings.consumer_group: [settings.topic(s.name) for s in AGENT_TOPICS],
+        decisions_group(settings): [settings.topic(s.name) for s in DISPATCH_OUTPUTS],
+    }
 
 
 def spec_for_kind(kind: str) -> TopicSpec:

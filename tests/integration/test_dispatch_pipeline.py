@@ -23,14 +23,13 @@ from models.scoring import build_dispatcher
 from processors.dispatch import read_request
 from processors.ingest import IngestContext, SourceMessage
 from schemas.domain import Domain
-from streams.kafka_admin import client_config, producer, wait_for_zero_lag
+from streams.kafka_admin import client_config, producer, wait_until_stored
 from streams.sample import sample_records
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import (
     DISPATCH_FEEDBACK,
     DISPATCH_ORDERS,
     DISPATCH_REVIEW,
-    STORED_TOPICS,
     kinds_by_topic,
     spec_for_kind,
 )
@@ -44,9 +43,8 @@ def _sample(settings: Settings, count: int, run_id: str, invalid_every: int = 0)
 
 
 def _wait_stored(settings: Settings, worker: Any, timeout_s: float = 120) -> None:
-    topics = [settings.topic(s.name) for s in STORED_TOPICS]
     try:
-        wait_for_zero_lag(settings, settings.consumer_group, topics, timeout_s=timeout_s)
+        wait_until_stored(settings, timeout_s)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\nworker log:\n{worker.log_tail(80)}") from exc
 

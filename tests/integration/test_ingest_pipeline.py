@@ -23,10 +23,11 @@ from streams.kafka_admin import (
     create_topics,
     producer,
     wait_for_zero_lag,
+    wait_until_stored,
 )
 from streams.sample import json_lines, sample_records
 from streams.settings import Settings
-from streams.topics import CITY_EVENTS, DEAD_LETTERS, INGEST_SOURCES, STORED_TOPICS
+from streams.topics import CITY_EVENTS, DEAD_LETTERS, INGEST_SOURCES
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +106,7 @@ def test_sample_stream_lands_in_clickhouse_server(
     replay_records(server_settings, records)
     worker = worker_factory(server_settings)
     worker.start()
-    stored_topics = [server_settings.topic(s.name) for s in STORED_TOPICS]
-    wait_for_zero_lag(server_settings, server_settings.consumer_group, stored_topics, 120)
+    wait_until_stored(server_settings, 120)
     warehouse = ServerWarehouse(clickhouse_server.url, server_settings.clickhouse_database)
     try:
         assert warehouse.dialect == "legacy"  # Debian's 18.16
@@ -197,8 +197,7 @@ def test_worker_killed_mid_stream_stores_each_event_once(
 
     second = worker_factory(settings)
     second.start()
-    stored_topics = [settings.topic(s.name) for s in STORED_TOPICS]
-    wait_for_zero_lag(settings, settings.consumer_group, stored_topics, timeout_s=300)
+    wait_until_stored(settings, 300)
     counts = second.query(
         "SELECT (SELECT count() FROM city_events) + (SELECT count() FROM citizen_appeals) AS rows,"
         " (SELECT uniqExact(event_id) FROM city_events)"
