@@ -9,24 +9,29 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 PROD = Path(__file__).resolve().parents[2] / "infra" / "production"
-METRICS = {
-    "citystream_events_in_total",
-    "citystream_events_out_total",
-    "citystream_dead_letters_total",
-    "citystream_sink_errors_total",
-    "citystream_sink_flush_seconds_bucket",
-    "citystream_ingest_latency_seconds_bucket",
-    "citystream_consumer_lag",
-    "citystream_sink_healthy",
-}
+def _our_metrics() -> set[str]:
+    """Every series name the worker exposes (from its real registry, not a list kept here)."""
+    from processors.metrics import IngestMetrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names: set[str] = set()
+    for family in IngestMetrics().registry.collect():
+        # Labelled families have no samples until a label is used: name them by type.
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    return names
+
+
+METRICS = _our_metrics()
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +75,38 @@ def test_grafana_dashboard() -> None:
         for target in panel["targets"]:
             used |= set(re.findall(r"citystream_\w+", target["expr"]))
     assert used <= METRICS, used - METRICS
-    assert {"citystream_events_in_total", "citystream_consumer_lag"} <= used
+    assert {
+        "citystream_events_in_total",
+        "citystream_consumer_lag",
+        "citystream_dispatch_decisions_total",
+        "citystream_dispatch_latency_seconds_bucket",
+        "citystream_inference_fallbacks_total",
+    } <= used
+
+
+def test_alert_rules_use_real_metrics() -> None:
+    used = set(re.findall(r"citystream_\w+", (PROD / "alerts.yml").read_text()))
+    assert used <= METRICS, used - METRICS
+
+
+def test_dashboard_triton_panels_use_real_triton_metrics(dispatch_triton: Any) -> None:
+    """The Triton panels' series exist on a real tritonserver (GPU series only on GPU hosts)."""
+    dash = json.loads((PROD / "grafana" / "dashboards" / "citystream-operations.json").read_text())
+    wanted = {
+        name
+        for panel in dash["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"nv_\w+", target["expr"])
+        if not name.startswith("nv_gpu_")
+    }
+    assert wanted, "the dashboard has no Triton panel"
+    with urllib.request.urlopen(dispatch_triton.metrics_url, timeout=10) as resp:
+        exposed = {
+            line.split("{")[0].split(" ")[0]
+            for line in resp.read().decode().splitlines()
+            if line and not line.startswith("#")
+        }
+    assert wanted <= exposed, wanted - exposed
 
 
 def test_compose_has_no_default_secrets() -> None:
