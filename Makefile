@@ -37,7 +37,10 @@ setup: $(STAMP) ## create the Python environment (.venv)
 system-deps: ## install Debian packages the stack needs, where absent (Java, Maven, clickhouse-server)
 	@bash infra/install-system-deps.sh
 
-$(MODELS): $(STAMP)
+# Retrained when what they are made from changes: the code that simulates, featurises,
+# trains or decides, or the domain file.
+MODEL_SOURCES := $(wildcard models/features.py models/linear.py models/train.py models/export.py models/repository.py models/triton/*.py models/simulator/*.py processors/dispatch.py processors/dispatch_rule.py processors/address.py processors/gazetteer.py) ../shared/domain/qingdao.json
+$(MODELS): $(STAMP) $(MODEL_SOURCES)
 	$(CITYSTREAM) train
 
 train: setup ## simulate dispatch history, train + calibrate the models, write models/build/

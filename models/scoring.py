@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from models.export import ModelInfo, read_model_info
+from models.features import FEATURES_VERSION
 from models.inference import (
     BackendUnavailable,
     FallbackBackend,
@@ -43,6 +44,11 @@ def model_file(repository: Path, name: str) -> Path:
 
 def expected_models(repository: Path, policy: DispatchPolicy) -> dict[str, ModelInfo]:
     """The model files in the repository, checked against the policy's labels/versions."""
+    if policy.features_version != FEATURES_VERSION:
+        raise PolicyError(
+            f"the models were trained on features {policy.features_version!r}, this code "
+            f"computes {FEATURES_VERSION!r}: run `make train`"
+        )
     infos: dict[str, ModelInfo] = {}
     for name, labels in ((CLASSIFIER, policy.code_labels), (ROUTER, policy.route_labels)):
         path = model_file(repository, name)

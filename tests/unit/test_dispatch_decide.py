@@ -238,3 +238,11 @@ def test_read_request_goes_through_ingest_validation(ctx):
     blank = {**appeal, "text": "   "}
     assert read_request(message(json.dumps(blank).encode(), "citizen.appeals"), ctx,
                         RECEIVED_AT) is None
+
+
+def test_models_from_other_features_are_refused(policy, tmp_path):
+    from models.scoring import expected_models
+
+    stale = replace(policy, features_version="char1-3-crc32-b17-l1024-v1")
+    with pytest.raises(PolicyError, match="run `make train`"):
+        expected_models(tmp_path, stale)
