@@ -41,6 +41,7 @@ from processors.ingest import (
 )
 from processors.metrics import IngestMetrics
 from processors.sink import ClickHouseSink
+from schemas.catalogue import CATALOGUE
 from schemas.domain import Domain
 from schemas.errors import ErrorKind
 from schemas.records import to_wire
@@ -368,6 +369,23 @@ def create_app(state: WorkerState) -> faust.App:
             {"ready": ready, "sink_healthy": state.sink.healthy},
             status=200 if ready else 503,
         )
+
+    @app.page("/catalogue")
+    async def catalogue_page(web: Any, request: Any) -> Any:
+        """The views analysts query, each column with its type (from the engine) and
+        meaning (from schemas.catalogue)."""
+        views = []
+        for doc in CATALOGUE:
+            result = await state.sink.query(f"DESCRIBE TABLE {doc.name}")
+            views.append({
+                "name": doc.name,
+                "row": doc.row,
+                "columns": [
+                    {"name": row[0], "type": row[1], "description": doc.columns.get(row[0], "")}
+                    for row in result.rows
+                ],
+            })
+        return web.json({"views": views})
 
     @app.page("/query")
     async def query_page(web: Any, request: Any) -> Any:

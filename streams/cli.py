@@ -187,6 +187,22 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_catalogue(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.catalogue import CATALOGUE
+
+    if args.format == "json":
+        doc = [{"name": v.name, "row": v.row, "columns": v.columns} for v in CATALOGUE]
+        print(json.dumps(doc, ensure_ascii=False, indent=1))
+        return 0
+    for view in CATALOGUE:
+        print(f"{view.name}: {view.row}")
+        width = max(len(c) for c in view.columns)
+        for column, meaning in view.columns.items():
+            print(f"  {column.ljust(width)}  {meaning}")
+        print()
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from infra.local_stack import stack_command
 
@@ -305,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
+    p = sub.add_parser("catalogue", help="the views analysts query, and their columns")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
     p = sub.add_parser("stack", help="the local stack: Kafka broker and worker")
     p.add_argument("action", choices=("up", "down", "status"))
 
@@ -346,6 +365,7 @@ COMMANDS = {
     "wait": cmd_wait,
     "query": cmd_query,
     "stack": cmd_stack,
+    "catalogue": cmd_catalogue,
     "bench": cmd_bench,
     "bench-dispatch": cmd_bench_dispatch,
     "train": cmd_train,

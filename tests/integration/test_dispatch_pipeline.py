@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,14 @@ def test_feedback_gives_live_accuracy_and_auto_rate(
     assert quality["decisions"] == len(decisions)
     assert quality["auto"] == len(auto)
     assert (quality["judged"], quality["correct"]) == (40, 30)
+
+    # The analysts' catalogue, served by the same worker: types from the engine.
+    with urllib.request.urlopen(worker.url("/catalogue"), timeout=10) as resp:
+        views = {v["name"]: v for v in json.load(resp)["views"]}
+    columns = {c["name"]: c for c in views["dispatch_quality"]["columns"]}
+    assert columns["auto_accuracy"]["type"].startswith(("Float64", "Nullable(Float64)"))
+    assert "dispatcher" in columns["auto_correct"]["description"]
+    assert all(c["description"] for v in views.values() for c in v["columns"])
 
 
 def _score(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:

@@ -89,3 +89,13 @@ def test_legacy_variant_is_chosen_for_old_servers(tmp_path: Path) -> None:
     (tmp_path / "0001_x.legacy.sql").write_text("SELECT 2")
     assert discover("legacy", tmp_path)[0].sql == "SELECT 2"
     assert discover("modern", tmp_path)[0].sql == "SELECT 1"
+
+
+def test_catalogue_matches_the_views(warehouse: Warehouse) -> None:
+    """Each view's real columns are exactly the described ones, on chDB and on 18.16."""
+    from schemas.catalogue import CATALOGUE
+
+    migrate(warehouse)
+    for view in CATALOGUE:
+        columns = [r[0] for r in warehouse.query(f"DESCRIBE TABLE {view.name}").rows]
+        assert columns == list(view.columns), (warehouse.dialect, view.name)

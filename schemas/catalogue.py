@@ -1,0 +1,196 @@
+"""What analysts can query: the views, what a row is, and what each column means.
+
+Kept next to the DDL and checked against it (tests compare every view's real columns,
+on chDB and on the server, with the ones described here), so the catalogue cannot
+silently fall behind a migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Columns several views share, described once.
+_KAFKA = {
+    "kafka_topic": "topic the record was read from",
+    "kafka_partition": "its partition",
+    "kafka_offset": "its offset (with topic and partition: where to replay it from)",
+}
+_INGEST = {
+    "ingested_at": "when the worker took the record (UTC)",
+    "ingest_latency_ms": "broker accepting the message -> the worker taking it",
+    "report_delay_s": "the source's own timestamp -> the worker (delays before Kafka)",
+    "warnings": "place fields that could not be checked (e.g. unknown_street)",
+    "schema_version": "wire schema version of the record",
+}
+_PLACE = {
+    "district": "canonical district (aliases such as 西海岸新区 resolved to 黄岛区)",
+    "street": "street (街道) or town (镇)",
+    "road": "road named by the source",
+    "location_type": "kind of place (main_road, residential, park_square, ...)",
+    "lon": "longitude (WGS84), when the source gave one",
+    "lat": "latitude (WGS84), when the source gave one",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ViewDoc:
+    name: str
+    row: str  # what one row is
+    columns: dict[str, str]
+
+
+CATALOGUE: tuple[ViewDoc, ...] = (
+    ViewDoc(
+        "city_events",
+        "one structured city-management event (grid inspector, camera, sensor), once",
+        {
+            "event_id": "the source's id",
+            "source": "grid_inspector, camera, sensor, hotline or other",
+            "reported_at": "when the source reported it (UTC)",
+            **{k: _INGEST[k] for k in ("ingested_at", "ingest_latency_ms", "report_delay_s")},
+            **{k: _PLACE[k] for k in ("district", "street", "road")},
+            "address": "free-text address, normalised",
+            **{k: _PLACE[k] for k in ("location_type", "lon", "lat")},
+            "code": "taxonomy code when the source classified it (GB/T 30428.2, A01..K03)",
+            "event_class": "the code's class (市容环境, 街面秩序, ...)",
+            "event_name": "the code's name",
+            "urgency": "critical, urgent or normal (response times in the domain file)",
+            "description": "the report's text, normalised",
+            "reporter_id": "inspector or device id",
+            **{k: _INGEST[k] for k in ("warnings", "schema_version")},
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "citizen_appeals",
+        "one citizen appeal (12345 hotline, app, WeChat, web, letter), once",
+        {
+            "appeal_id": "the channel's id",
+            "channel": "hotline_12345, app, wechat, web, letter or other",
+            "received_at": "when the channel received it (UTC)",
+            **{k: _INGEST[k] for k in ("ingested_at", "ingest_latency_ms", "report_delay_s")},
+            "text": "the appeal's text, normalised",
+            "text_chars": "its length in characters",
+            "district": _PLACE["district"],
+            "address": "free-text address given with the appeal",
+            "has_caller_contact": "1 if a name or phone was given (neither is stored)",
+            **{k: _INGEST[k] for k in ("warnings", "schema_version")},
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "video_frames",
+        "one captured frame's reference (the image lives in an object store), once",
+        {
+            "frame_id": "the frame's id",
+            "camera_id": "the camera's id",
+            "captured_at": "when the frame was captured (UTC)",
+            **{k: _INGEST[k] for k in ("ingested_at", "ingest_latency_ms", "report_delay_s")},
+            "seq": "frame number within the camera's stream",
+            "uri": "where the image is",
+            "width": "pixels",
+            "height": "pixels",
+            "content_type": "image/jpeg or image/png",
+            **{k: _PLACE[k] for k in ("district", "street", "road", "location_type", "lon", "lat")},
+            **{k: _INGEST[k] for k in ("warnings", "schema_version")},
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "dead_letters",
+        "one message no stage could process, with why and its original bytes",
+        {
+            "source_topic": "where the message came from",
+            "source_partition": "its partition",
+            "source_offset": "its offset",
+            "error_kind": "typed reason (invalid_field, unknown_place, processing_error, ...)",
+            "reason": "what was wrong, naming the field",
+            "original_b64": "the original message value, base64 (replayable once repaired)",
+            "key_b64": "the original key, base64",
+            "failed_at": "when it failed (UTC)",
+            "processor": "the stage that refused it (ingest, dispatch)",
+        },
+    ),
+    ViewDoc(
+        "dispatch_decisions",
+        "the dispatch decision for one event or appeal (its latest, if decided twice)",
+        {
+            "input_id": "the event's or appeal's id",
+            "input_kind": "city_event or citizen_appeal",
+            "code": "event type chosen (taxonomy code); empty when no model answered",
+            "event_name": "the code's name",
+            "urgency": "the code's urgency",
+            "route": "the rule's unit template: D:<department>, S (street office) or U:<utility>",
+            "unit": "the unit dispatched to; empty when the place did not settle it",
+            "district": "district found in the report",
+            "street": "street or town found in the report",
+            "location_type": "kind of place found in the report",
+            "confidence": "calibrated probability that the unit is right (0..1)",
+            "auto": "1: sent to dispatch.orders automatically; 0: to a dispatcher's review",
+            "review_reasons": "why it went to review (low_confidence, street_unknown, ...)",
+            "alt_units": "the next best units (or routes), best first",
+            "alt_codes": "their event types",
+            "alt_confidences": "their calibrated confidences",
+            "unresolved": "address parts that could not be settled, with the reason",
+            "model_versions": "JSON: version of each model used",
+            "backend": "what ran the models (triton-grpc, onnxruntime, ...)",
+            "queue_ms": "Kafka -> the dispatch agent taking the report",
+            "address_ms": "address analysis, per report",
+            "features_ms": "featurising, per report",
+            "inference_ms": "both models, for the report's batch",
+            "decide_ms": "the rule and the decision, per report",
+            "total_ms": "Kafka -> decision ready to publish",
+            "received_at": "when the report was made (UTC)",
+            "decided_at": "when it was decided (UTC)",
+            "decided_at_ms": "the same, epoch milliseconds (the latest decision wins)",
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "dispatch_feedback",
+        "one dispatcher's verdict on a decision",
+        {
+            "feedback_id": "the verdict's id",
+            "input_id": "the event or appeal it is about",
+            "verdict": "confirmed or corrected",
+            "unit": "the right unit, in the dispatcher's judgement",
+            "code": "the right event type, when given",
+            "dispatcher_id": "who gave it",
+            "given_at": "when (UTC)",
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "dispatch_outcomes",
+        "a decision with the dispatcher's latest verdict on it (empty when none yet)",
+        {
+            "input_id": "the event's or appeal's id",
+            "decided_at": "when it was decided (UTC)",
+            "district": "district found in the report",
+            "code": "event type chosen",
+            "auto": "1 if dispatched automatically",
+            "decided_unit": "the unit decided",
+            "confidence": "its calibrated confidence",
+            "correct_unit": "the unit the dispatcher named (empty: no verdict yet)",
+            "verdict": "confirmed, corrected, or empty",
+        },
+    ),
+    ViewDoc(
+        "dispatch_quality",
+        "one day of dispatch: automation and, where dispatchers judged, accuracy",
+        {
+            "day": "the day decided (UTC)",
+            "decisions": "decisions made",
+            "auto_dispatched": "of them, dispatched automatically",
+            "auto_rate": "auto_dispatched / decisions",
+            "with_feedback": "decisions a dispatcher gave a verdict on",
+            "auto_with_feedback": "automatic ones with a verdict",
+            "auto_correct": "automatic ones whose unit the dispatcher confirmed",
+            "auto_accuracy": "auto_correct / auto_with_feedback (nan when none judged)",
+        },
+    ),
+)
+
+
+def view_doc(name: str) -> ViewDoc | None:
+    return next((v for v in CATALOGUE if v.name == name), None)
