@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -73,10 +74,10 @@ class ClickHouseSink:
             self._metrics.sink_healthy.set(1)
             return
 
-    async def query(self, sql: str) -> Any:
+    async def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> Any:
         """Run a read on the sink's thread (chDB is held by this process)."""
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._warehouse.query, sql
+            self._executor, self._warehouse.query, sql, settings
         )
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ from schemas.errors import ErrorKind
 from schemas.records import to_wire
 from streams.codecs import encode_json
 from streams.kafka_admin import LagProbe
-from streams.query import QueryRefused, read_only
+from streams.query import QueryRefused, cut, query_limits, read_only
 from streams.settings import Settings
 from streams.topics import (
     AGENT_TOPICS,
@@ -394,11 +394,18 @@ def create_app(state: WorkerState) -> faust.App:
             statement = read_only(sql)
         except QueryRefused as exc:
             return web.json({"error": str(exc)}, status=400)
+        limits = query_limits(statement, settings.query_max_rows, settings.query_max_seconds)
         try:
-            result = await state.sink.query(statement)
+            result = await state.sink.query(statement, limits)
         except Exception as exc:  # noqa: BLE001 - any query error goes back to the caller
             return web.json({"error": str(exc)}, status=400)
-        return web.json({"columns": result.columns, "types": result.types, "rows": result.rows})
+        result, truncated = cut(result, settings.query_max_rows)
+        return web.json({
+            "columns": result.columns,
+            "types": result.types,
+            "rows": result.rows,
+            "truncated": truncated,
+        })
 
     return app
 

@@ -159,7 +159,14 @@ def _print_result(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from streams.clickhouse import QueryResult, WarehouseError, open_warehouse
-    from streams.query import QueryRefused, WorkerUnavailable, query_worker, read_only
+    from streams.query import (
+        QueryRefused,
+        WorkerUnavailable,
+        cut,
+        query_limits,
+        query_worker,
+        read_only,
+    )
 
     try:
         sql = read_only(args.sql)
@@ -171,7 +178,8 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
         if settings.clickhouse_url:
             warehouse = open_warehouse(settings)
             try:
-                result = warehouse.query(sql)
+                limits = query_limits(sql, settings.query_max_rows, settings.query_max_seconds)
+                result, _ = cut(warehouse.query(sql, limits), settings.query_max_rows)
             finally:
                 warehouse.close()
         else:
@@ -184,6 +192,12 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
         print(f"citystream: {exc}; start it with `make run`", file=sys.stderr)
         return 1
     _print_result(result.columns, [list(r) for r in result.rows], args.format)
+    if result.truncated:
+        print(
+            f"citystream: only the first {len(result.rows)} rows "
+            "(CITYSTREAM_QUERY_MAX_ROWS); aggregate or add a LIMIT",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -7,6 +7,7 @@ the migrations and the query tools do not care which one they have.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,6 +30,8 @@ class QueryResult:
     columns: list[str]
     types: list[str]
     rows: list[tuple[Any, ...]]
+    # Rows were left out by the row limit of a people's query (streams.query).
+    truncated: bool = False
 
     def dicts(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -42,10 +45,18 @@ class Warehouse(Protocol):
     database: str
 
     def command(self, sql: str) -> None: ...
-    def query(self, sql: str) -> QueryResult: ...
+    def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult: ...
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None: ...
     def server_version(self) -> str: ...
     def close(self) -> None: ...
+
+
+def _setting_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def dialect_for(version: str) -> Dialect:
@@ -119,8 +130,14 @@ class ChdbWarehouse:
     def command(self, sql: str) -> None:
         self._run(sql)
 
-    def query(self, sql: str) -> QueryResult:
-        res = self._run(sql.rstrip().rstrip(";"), "JSONCompact")
+    def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult:
+        statement = sql.rstrip().rstrip(";")
+        if settings:
+            # Per-query settings as a SETTINGS clause: the session is shared with the sink.
+            statement += " SETTINGS " + ", ".join(
+                f"{k} = {_setting_literal(v)}" for k, v in settings.items()
+            )
+        res = self._run(statement, "JSONCompact")
         raw = res.bytes()
         if not raw:
             return QueryResult([], [], [])
@@ -204,8 +221,10 @@ class ServerWarehouse:
     def command(self, sql: str) -> None:
         self._execute(sql)
 
-    def query(self, sql: str) -> QueryResult:
-        rows, meta = self._execute(sql.rstrip().rstrip(";"), with_column_types=True)
+    def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult:
+        rows, meta = self._execute(
+            sql.rstrip().rstrip(";"), with_column_types=True, settings=dict(settings or {})
+        )
         return QueryResult([m[0] for m in meta], [m[1] for m in meta], [tuple(r) for r in rows])
 
     def insert(self, table: str, rows: list[dict[str, Any]]) -> None:

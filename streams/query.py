@@ -13,9 +13,14 @@ from streams.clickhouse import QueryResult
 _ALLOWED_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
 _LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`")
 _WRITE_WORDS = re.compile(
-    r"\b(INSERT|ALTER|DROP|CREATE|TRUNCATE|RENAME|ATTACH|DETACH|OPTIMIZE|SYSTEM|KILL|GRANT|SET)\b",
+    # SYSTEM the statement, not the database (system.numbers, system.tables are reads).
+    r"\b(INSERT|ALTER|DROP|CREATE|TRUNCATE|RENAME|ATTACH|DETACH|OPTIMIZE|SYSTEM(?!\s*\.)|KILL"
+    r"|GRANT|SET)\b",
     re.IGNORECASE,
 )
+# The limits and the output format are ours to set, not the query's.
+_OWN_CLAUSES = re.compile(r"\b(SETTINGS|FORMAT|INTO\s+OUTFILE)\b", re.IGNORECASE)
+_SELECTS = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 
 class QueryRefused(ValueError):
@@ -41,7 +46,34 @@ def read_only(sql: str, max_chars: int = 20_000) -> str:
     word = _WRITE_WORDS.search(bare)
     if word:
         raise QueryRefused(f"{word.group(1).upper()} is not allowed in a read-only query")
+    own = _OWN_CLAUSES.search(bare)
+    if own:
+        raise QueryRefused(
+            f"{own.group(1).upper()} is set by citystream (row and time limits, output format)"
+        )
     return statement
+
+
+def query_limits(statement: str, max_rows: int, max_seconds: float) -> dict[str, object]:
+    """ClickHouse settings that bound a read: rows returned and time spent. Applied per
+    query (the embedded engine's session is shared with the sink); a server adds its own
+    user profile and quotas on top (infra/production/clickhouse)."""
+    if not _SELECTS.match(_LITERALS.sub("''", statement)):
+        return {}  # SHOW / DESCRIBE / EXISTS: small by nature
+    return {
+        # One more than shown, so the caller can tell the result was cut.
+        "max_result_rows": max_rows + 1,
+        "result_overflow_mode": "break",
+        "max_execution_time": max_seconds,
+    }
+
+
+def cut(result: QueryResult, max_rows: int) -> tuple[QueryResult, bool]:
+    """At most ``max_rows`` rows (``break`` mode returns whole blocks), and whether rows
+    were left out."""
+    if len(result.rows) <= max_rows:
+        return result, False
+    return QueryResult(result.columns, result.types, result.rows[:max_rows], True), True
 
 
 class WorkerUnavailable(RuntimeError):
@@ -60,4 +92,6 @@ def query_worker(host: str, port: int, sql: str, timeout_s: float = 60) -> Query
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise WorkerUnavailable(f"no worker answers at {host}:{port} ({reason})") from exc
-    return QueryResult(doc["columns"], doc["types"], [tuple(r) for r in doc["rows"]])
+    return QueryResult(
+        doc["columns"], doc["types"], [tuple(r) for r in doc["rows"]], doc.get("truncated", False)
+    )

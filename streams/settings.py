@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # ONNX Runtime execution providers, in order (GPU machines: CUDAExecutionProvider first).
     onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
+    # --- Analysts' queries (citystream query, /query) ---------------------------
+    query_max_rows: int = Field(default=10_000, ge=1)
+    query_max_seconds: float = Field(default=30.0, gt=0)
+
     # --- Worker ----------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

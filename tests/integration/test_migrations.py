@@ -99,3 +99,16 @@ def test_catalogue_matches_the_views(warehouse: Warehouse) -> None:
     for view in CATALOGUE:
         columns = [r[0] for r in warehouse.query(f"DESCRIBE TABLE {view.name}").rows]
         assert columns == list(view.columns), (warehouse.dialect, view.name)
+
+
+def test_query_limits_hold_on_both_engines(warehouse: Warehouse) -> None:
+    """The analysts' row limit, as chDB's SETTINGS clause and as the driver's settings."""
+    from streams.query import cut, query_limits
+
+    sql = "SELECT number FROM system.numbers LIMIT 200000"
+    limits = query_limits(sql, 100, 5)
+    result, truncated = cut(warehouse.query(sql, limits), 100)
+    assert truncated and len(result.rows) == 100
+    small = "SELECT number FROM system.numbers LIMIT 40"
+    result, truncated = cut(warehouse.query(small, query_limits(small, 100, 5)), 100)
+    assert not truncated and len(result.rows) == 40

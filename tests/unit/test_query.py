@@ -145,3 +145,43 @@ def test_refusal_is_a_value_error() -> None:
 def test_the_write_word_is_named_in_the_refusal() -> None:
     with pytest.raises(QueryRefused, match="DROP is not allowed"):
         read_only("SELECT * FROM t WHERE 1 = 1 AND drop")
+
+
+def test_limits_and_format_are_not_the_querys_to_set():
+    import pytest as _pytest
+
+    from streams.query import QueryRefused as _Refused
+    from streams.query import read_only as _read_only
+
+    for sql in ("SELECT 1 SETTINGS max_result_rows = 0", "SELECT 1 FORMAT CSV",
+                "SELECT 1 INTO OUTFILE '/tmp/x'"):
+        with _pytest.raises(_Refused, match="set by citystream"):
+            _read_only(sql)
+    # The words inside literals or function names are fine.
+    assert _read_only("SELECT formatDateTime(now(), '%F'), 'SETTINGS'")
+
+
+def test_query_limits_only_for_selects_and_cut_flags_truncation():
+    from streams.clickhouse import QueryResult
+    from streams.query import cut, query_limits
+
+    limits = query_limits("WITH 1 AS a SELECT a", 100, 5)
+    assert limits == {"max_result_rows": 101, "result_overflow_mode": "break",
+                      "max_execution_time": 5}
+    assert query_limits("DESCRIBE TABLE city_events", 100, 5) == {}
+    rows = [(i,) for i in range(150)]
+    result, truncated = cut(QueryResult(["n"], ["UInt8"], rows), 100)
+    assert truncated and result.truncated and len(result.rows) == 100
+    result, truncated = cut(QueryResult(["n"], ["UInt8"], rows[:100]), 100)
+    assert not truncated and len(result.rows) == 100
+
+
+def test_system_tables_are_reads_but_system_statements_are_not():
+    import pytest as _pytest
+
+    from streams.query import QueryRefused as _Refused
+    from streams.query import read_only as _read_only
+
+    assert _read_only("SELECT name FROM system.tables")
+    with _pytest.raises(_Refused, match="SYSTEM"):
+        _read_only("SELECT 1 WHERE 1 IN (SYSTEM FLUSH LOGS)")

@@ -41,7 +41,7 @@ class FlakyWarehouse:
             raise self.error
         self.inserted.setdefault(table, []).extend(rows)
 
-    def query(self, sql: str) -> QueryResult:
+    def query(self, sql: str, settings=None) -> QueryResult:
         self.queries.append(sql)
         return QueryResult(["x"], ["UInt8"], [(1,)])
 
