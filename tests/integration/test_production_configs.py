@@ -136,4 +136,10 @@ def test_clickhouse_users() -> None:
         assert not re.fullmatch(r"[0-9a-f]{64}", digest), f"{name}: real hash committed"
     profile = root.find("profiles/citystream_analyst")
     assert profile is not None and profile.findtext("readonly") in {"1", "2"}
+    assert profile.findtext("max_execution_time") and profile.findtext("max_result_rows")
+    # The analyst has a quota of its own, and it exists.
+    analyst_quota = users.findtext("analyst/quota")
+    quota = root.find(f"quotas/{analyst_quota}/interval")
+    assert analyst_quota != "default" and quota is not None
+    assert int(quota.findtext("duration") or 0) > 0 and int(quota.findtext("queries") or 0) > 0
     ET.parse(PROD / "clickhouse" / "config.d" / "citystream.xml")
