@@ -116,33 +116,38 @@ def handwritten_cases(path: Path = HANDWRITTEN) -> list[Case]:
 
 
 def held_out_cases(domain: object, config: object) -> Iterator[Case]:
-    from models.train import history, request_of, split_indices
+    from models.train import history, offline_context, request_of, split_indices
 
     records = history(domain, config)  # type: ignore[arg-type]
+    ctx = offline_context(domain)  # type: ignore[arg-type]
     for index in split_indices(len(records), config).test:  # type: ignore[arg-type]
         record = records[index]
-        yield Case(request_of(record, domain), record.true_unit, record.code)
+        yield Case(request_of(record, ctx), record.true_unit, record.code)
 
 
 def evaluate(dispatcher: Dispatcher, config: object) -> dict[str, object]:
     started = datetime.now(UTC)
     simulated = list(held_out_cases(dispatcher.domain, config))
     hand = handwritten_cases()
+    hand_decisions = decide_all(dispatcher, hand)
     report = {
         "evaluated_at": started.isoformat(timespec="seconds"),
         "auto_threshold": dispatcher.policy.auto_threshold,
         "target_accuracy": dispatcher.policy.target_accuracy,
         "model_versions": dispatcher.policy.model_versions,
         "held_out_simulated": summarise(simulated, decide_all(dispatcher, simulated)),
-        "handwritten": summarise(hand, decide_all(dispatcher, hand)),
+        "handwritten": summarise(hand, hand_decisions),
+        "handwritten_misses": misses(hand, hand_decisions),
     }
     return report
 
 
-def misses(dispatcher: Dispatcher, cases: Sequence[Case]) -> list[dict[str, object]]:
-    """The hand-written reports the stage got wrong or sent to review: for reading."""
+def misses(
+    cases: Sequence[Case], decisions: Sequence[DispatchDecision]
+) -> list[dict[str, object]]:
+    """The labelled reports the stage got wrong or sent to review: for reading."""
     out = []
-    for case, decision in zip(cases, decide_all(dispatcher, cases), strict=True):
+    for case, decision in zip(cases, decisions, strict=True):
         if case.unit is not None and (decision.unit != case.unit or not decision.auto):
             out.append({
                 "id": case.request.input_id,

@@ -34,6 +34,7 @@ from processors.dispatch import (
     route_scores,
 )
 from processors.dispatch_rule import RuleError, all_routes, route_of_unit, unit_for
+from processors.ingest import IngestContext, SourceMessage
 from schemas.domain import Domain
 
 CLASSIFIER = "event_classifier"
@@ -77,21 +78,27 @@ def history(domain: Domain, config: TrainingConfig) -> list:  # list[HistoryReco
     )
 
 
-def request_of(record: object, domain: Domain) -> DispatchRequest:
+def offline_context(domain: Domain) -> IngestContext:
+    """The ingest validation the live agent applies, for records replayed offline."""
+    from streams.settings import Settings
+    from streams.topics import kinds_by_topic
+
+    settings = Settings(topic_prefix="")
+    return IngestContext(
+        domain, kinds_by_topic(settings), settings.max_text_chars, settings.max_message_bytes
+    )
+
+
+def request_of(record: object, ctx: IngestContext) -> DispatchRequest:
     """A history record as the live agent receives it: the wire message, through the same
     ingest validation and normalisation (``processors.dispatch.read_request``)."""
     import orjson
 
     from models.simulator import to_wire
     from processors.dispatch import read_request
-    from processors.ingest import IngestContext, SourceMessage
-    from streams.settings import Settings
-    from streams.topics import kinds_by_topic, spec_for_kind
+    from streams.topics import spec_for_kind
 
-    settings = Settings(topic_prefix="")
     wire = to_wire(record)  # type: ignore[arg-type]
-    ctx = IngestContext(domain, kinds_by_topic(settings), settings.max_text_chars,
-                        settings.max_message_bytes)
     now = datetime.now(UTC)
     msg = SourceMessage(spec_for_kind(str(wire["kind"])).name, 0, 0, now, None,
                         orjson.dumps(wire))
@@ -294,7 +301,8 @@ def train(domain: Domain, repository: Path, policy_path: Path, config: TrainingC
     # production: the dispatchers' confirmed and corrected records on dispatch.feedback).
     analyser = live_analyser(domain)
     t0 = time.monotonic()
-    prepared = [prepare(request_of(r, domain), analyser, domain) for r in cal_records]
+    ctx = offline_context(domain)
+    prepared = [prepare(request_of(r, ctx), analyser, domain) for r in cal_records]
     say(f"analysed {len(prepared)} addresses in {time.monotonic() - t0:.1f} s")
     scored = score_records((classifier, router), prepared, [r.true_unit for r in cal_records])
     policy, calibration_report = calibrate_policy(

@@ -111,10 +111,12 @@ class DispatchPolicy:
     model_versions: dict[str, str] = field(default_factory=dict)
     features_version: str = ""
 
-    def calibrated(self, score: float) -> float:
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for several scores at once (one interpolation call per
+        decision rather than one per alternative)."""
         if not self.calibration_x:
-            return float(score)
-        return float(np.interp(score, self.calibration_x, self.calibration_y))
+            return np.asarray(scores, dtype=np.float64)
+        return np.interp(scores, self.calibration_x, self.calibration_y)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -254,7 +256,9 @@ def decide(
     code = _best_code(scores, best, policy.code_labels)
     address = prepared.address
     resolution = _resolve(domain, route, address)
-    confidence = policy.calibrated(float(scores.combined[best]))
+    ranked = order[: 1 + ALTERNATIVES]
+    calibrated = policy.calibrated(scores.combined[ranked])
+    confidence = float(calibrated[0])
 
     reasons: list[ReviewReason] = []
     if address.outside_city:
@@ -269,7 +273,7 @@ def decide(
         reasons.append("low_confidence")
 
     alternatives = []
-    for index in order[1 : 1 + ALTERNATIVES]:
+    for rank, index in enumerate(ranked[1:], start=1):
         alt_route = policy.route_labels[int(index)]
         alt_unit = _resolve(domain, alt_route, address).unit
         alternatives.append(
@@ -277,7 +281,7 @@ def decide(
                 unit=alt_unit or alt_route,
                 route=alt_route,
                 code=_best_code(scores, int(index), policy.code_labels),
-                confidence=round(policy.calibrated(float(scores.combined[index])), 4),
+                confidence=round(float(calibrated[rank]), 4),
             )
         )
     event_type = domain.event_types[code]

@@ -142,23 +142,30 @@ def _source_message(event: EventT) -> SourceMessage:
     )
 
 
+def processing_dead_letter(
+    msg: SourceMessage, exc: Exception, processor: str, now: datetime
+) -> DeadLetter:
+    """A processor's bug as data: the message, kept with the traceback's last line."""
+    return DeadLetter(
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        error_kind=ErrorKind.PROCESSING_ERROR,
+        reason="".join(traceback.format_exception_only(exc)).strip()[:2000],
+        original=msg.value or b"",
+        key=msg.key,
+        failed_at=now,
+        processor=processor,
+    )
+
+
 def process_safely(msg: SourceMessage, ctx: IngestContext, now: datetime) -> StoredRow | DeadLetter:
     """``ingest``, with a processor bug turned into a dead letter instead of a stalled agent."""
     try:
         return ingest(msg, ctx, now)
     except Exception as exc:  # noqa: BLE001 - any bug: keep the message, with the traceback
         log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-        return DeadLetter(
-            source_topic=msg.topic,
-            source_partition=msg.partition,
-            source_offset=msg.offset,
-            error_kind=ErrorKind.PROCESSING_ERROR,
-            reason="".join(traceback.format_exception_only(exc)).strip()[:2000],
-            original=msg.value or b"",
-            key=msg.key,
-            failed_at=now,
-            processor="ingest",
-        )
+        return processing_dead_letter(msg, exc, "ingest", now)
 
 
 async def run_batches(
@@ -468,7 +475,11 @@ def add_dispatch_agent(
         pending, failed = [], []
         for event, result in zip(kept, results, strict=True):
             if isinstance(result, Exception):
-                failed.append(dispatch_dead_letter(_source_message(event), result))
+                failed.append(
+                    processing_dead_letter(
+                        _source_message(event), result, "dispatch", datetime.now(UTC)
+                    )
+                )
                 continue
             spec, topic = outputs[result.auto]
             wire = to_wire(result)
@@ -508,20 +519,6 @@ def add_dispatch_agent(
             app, stream, "dispatch", settings.dispatch_batch_size, settings.dispatch_window_s,
             dispatch_batch,
         )
-
-
-def dispatch_dead_letter(msg: SourceMessage, exc: Exception) -> DeadLetter:
-    return DeadLetter(
-        source_topic=msg.topic,
-        source_partition=msg.partition,
-        source_offset=msg.offset,
-        error_kind=ErrorKind.PROCESSING_ERROR,
-        reason="".join(traceback.format_exception_only(exc)).strip()[:2000],
-        original=msg.value or b"",
-        key=msg.key,
-        failed_at=datetime.now(UTC),
-        processor="dispatch",
-    )
 
 
 def build_dispatch_stage(

@@ -265,12 +265,11 @@ def _dispatcher(settings: Settings, triton: str | None) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from models.evaluate import evaluate, handwritten_cases, markdown, misses
+    from models.evaluate import evaluate, markdown
     from models.train import TrainingConfig
 
     dispatcher = _dispatcher(settings, args.triton)
     report = evaluate(dispatcher, TrainingConfig(records=args.records, seed=args.seed))
-    report["handwritten_misses"] = misses(dispatcher, handwritten_cases())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")

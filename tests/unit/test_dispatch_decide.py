@@ -171,8 +171,7 @@ def test_policy_round_trip_and_checks(domain, policy, tmp_path):
 
 def test_calibration_map_is_applied(policy):
     squashed = replace(policy, calibration_x=(0.0, 0.5, 1.0), calibration_y=(0.0, 0.2, 0.9))
-    assert squashed.calibrated(0.75) == pytest.approx(0.55)
-    assert squashed.calibrated(2.0) == pytest.approx(0.9)
+    assert squashed.calibrated(np.array([0.75, 2.0])) == pytest.approx([0.55, 0.9])
 
 
 class _Scorer:
