@@ -9,6 +9,10 @@ PY := $(VENV)/bin/python
 CITYSTREAM := $(VENV)/bin/citystream
 SAMPLE_COUNT ?= 2000
 SAMPLE_RATE ?= 300
+# The sample's report times spread over the last day, so the dashboard has a day to show.
+SAMPLE_SPAN_HOURS ?= 24
+WEB := http://127.0.0.1:6066
+CREDENTIALS := var/local-credentials.txt
 # This run's ids (runs add up in the tables; the summary shows this one).
 RUN_ID := $(shell date +%s)
 BENCH_EVENTS ?= 50000
@@ -32,7 +36,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps jionlp==1.5.31
 	touch $(STAMP)
 
-setup: $(STAMP) ## create the Python environment (.venv)
+# The pages' charting library, vendored from the npm registry (pinned, integrity-checked).
+ECHARTS := web/static/vendor/echarts.min.js
+$(ECHARTS): web/assets.py | $(STAMP)
+	$(PY) -m web.assets
+
+setup: $(STAMP) $(ECHARTS) ## create the Python environment (.venv) and vendor the web assets
 
 system-deps: ## install Debian packages the stack needs, where absent (Java, Maven, clickhouse-server)
 	@bash infra/install-system-deps.sh
@@ -51,18 +60,24 @@ eval: $(MODELS) ## evaluate dispatch: held-out simulated and hand-written report
 
 run: export CITYSTREAM_TRITON_URL ?= $(TRITON_URL)
 run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stream, show results
+	$(CITYSTREAM) users ensure-local --credentials $(CREDENTIALS)
 	$(CITYSTREAM) stack up
 	@mkdir -p var/sample
-	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --output var/sample/latest.jsonl
+	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --span-hours $(SAMPLE_SPAN_HOURS) --output var/sample/latest.jsonl --truth var/sample/latest.truth.jsonl
 	$(CITYSTREAM) replay var/sample/latest.jsonl --rate $(SAMPLE_RATE)
 	$(CITYSTREAM) wait --timeout 300
+	$(CITYSTREAM) units-feedback --truth var/sample/latest.truth.jsonl
+	$(CITYSTREAM) wait --timeout 60
 	@$(CITYSTREAM) query "SELECT 'city_events' AS table, count() AS stored_rows FROM city_events UNION ALL SELECT 'citizen_appeals', count() FROM citizen_appeals UNION ALL SELECT 'dead_letters', count() FROM dead_letters UNION ALL SELECT 'dispatch_decisions', count() FROM dispatch_decisions"
 	@echo
 	@$(CITYSTREAM) query "SELECT if(auto = 1, 'dispatch.orders (automatic)', 'dispatch.review (dispatcher)') AS outcome, count() AS decisions, round(avg(confidence), 3) AS mean_confidence, groupUniqArray(backend) AS backend, round(quantile(0.5)(total_ms)) AS p50_ms_kafka_to_decision, round(quantile(0.99)(total_ms)) AS p99_ms FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' GROUP BY outcome ORDER BY outcome"
 	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""
-	@echo "Metrics   http://127.0.0.1:6066/metrics   (health: /healthz, /readyz)"
+	@echo "Board     $(WEB)/board   (dispatchers: live decisions, review queue)"
+	@echo "City      $(WEB)/city    (analysts: volumes, hotspots, accuracy, compliance)"
+	@echo "Sign in   with the accounts in $(CREDENTIALS) (made for this machine only)"
+	@echo "Metrics   $(WEB)/metrics   (health: /healthz, /readyz)"
 	@echo "Triton    http://$(TRITON_HTTP)/v2/models/dispatch_router   (metrics :8002/metrics)"
 	@echo "Logs      var/log/worker.log, var/kafka/logs/, var/triton/logs/"
 	@echo "Stop      make stop"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, only where absent:
 # Java and Maven fetch and run Kafka; clickhouse-server backs the native-protocol
-# tests; promtool (package prometheus) checks the production alert rules.
+# tests; promtool (package prometheus) checks the production alert rules; chromium runs
+# the browser tests (driven by Playwright, which downloads no browser of its own).
 set -euo pipefail
 declare -A package_for=(
   [java]=openjdk-17-jre-headless
@@ -9,11 +10,14 @@ declare -A package_for=(
   [clickhouse-server]=clickhouse-server
   [clickhouse-client]=clickhouse-client
   [promtool]=prometheus
+  [chromium]=chromium
 )
 need=()
 for command in "${!package_for[@]}"; do
   command -v "$command" >/dev/null || need+=("${package_for[$command]}")
 done
+# A Chinese font, so the pages (and the browser tests' screenshots) show their text.
+fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-noto-cjk)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from streams.query import query_worker
+from streams.query import api_token, query_worker
 from streams.settings import REPO_ROOT, Settings
 
 
@@ -64,8 +64,24 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
+    @property
+    def credentials(self) -> Path:
+        return self.settings.var_dir / "local-credentials.txt"
+
+    def ensure_accounts(self) -> dict[str, str]:
+        """The local stack's accounts, as `make run` makes them: name -> password, and the
+        analyst's API token in <var_dir>/api-token for queries."""
+        from web.accounts import AccountStore
+        from web.accounts_cli import ensure_local, ensure_local_token, read_credentials
+
+        store = AccountStore(self.settings.accounts_path)
+        ensure_local(store, self.credentials)
+        ensure_local_token(store, self.settings.var_dir / "api-token")
+        return read_credentials(self.credentials)
+
     def start(self, timeout_s: float = 120) -> float:
         """Start the worker and wait until /readyz says ready; returns that moment (monotonic)."""
+        self.ensure_accounts()
         self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -89,7 +105,9 @@ class WorkerProcess:
         return f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        return query_worker(self.settings.web_host, self.settings.web_port, sql).dicts()
+        return query_worker(
+            self.settings.web_host, self.settings.web_port, sql, api_token(self.settings)
+        ).dicts()
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.url("/metrics"), timeout=10) as resp:

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,8 @@ from schemas.records import (
 )
 
 ALTERNATIVES = 3
+# Enough of the report for a dispatcher to judge it on the board.
+DECISION_TEXT_CHARS = 1000
 # A code an inspector chose at the scene is strong evidence, not a certainty.
 CODE_HINT_WEIGHT = 0.8
 
@@ -62,6 +64,8 @@ class DispatchRequest:
     road: str | None = None
     location_type: str | None = None
     code: str | None = None
+    # Hotline, app, WeChat... for appeals; the source (inspector, camera) for events.
+    channel: str = ""
 
 
 class PlaceReader(Protocol):
@@ -287,6 +291,7 @@ def decide(
     event_type = domain.event_types[code]
     return _decision(
         prepared,
+        respond_minutes=domain.urgency_minutes[event_type.urgency],
         code=code,
         event_name=event_type.name,
         urgency=event_type.urgency,
@@ -304,22 +309,29 @@ def decide(
 
 
 def _decision(
-    prepared: PreparedRequest, *, decided_at: datetime, **fields: Any
+    prepared: PreparedRequest, *, decided_at: datetime, respond_minutes: int, **fields: Any
 ) -> DispatchDecision:
-    """A decision carrying the request's identity and what address analysis found."""
+    """A decision carrying the request's identity, its text for the dispatcher, what
+    address analysis found, and when the unit must have it (the urgency's response time)."""
     address = prepared.address
     request = prepared.request
+    respond_by = request.received_at + timedelta(minutes=respond_minutes)
     return DispatchDecision(
         kind="dispatch_decision",
         schema_version=1,
         input_id=request.input_id,
         input_kind=request.input_kind,  # type: ignore[arg-type]
+        channel=request.channel or None,
+        text=request.text[:DECISION_TEXT_CHARS],
         district=address.district,
         street=address.street,
+        road=address.road,
+        place=address.place,
         location_type=address.location_type,
         unresolved=address.unresolved,
         # The wire type takes ISO strings only (see schemas.records.Timestamp).
         received_at=request.received_at.isoformat(),  # type: ignore[arg-type]
+        respond_by=respond_by.isoformat(),  # type: ignore[arg-type]
         decided_at=decided_at.isoformat(),  # type: ignore[arg-type]
         **fields,
     )
@@ -330,12 +342,15 @@ def undecided(
     *,
     backend: str,
     decided_at: datetime,
+    respond_minutes: int,
     latency_ms: dict[str, float] | None = None,
 ) -> DispatchDecision:
     """No model answered (Triton and the in-process fallback both failed): the report goes
-    to a dispatcher with what address analysis found, never lost."""
+    to a dispatcher with what address analysis found, never lost. Its urgency is unknown,
+    so it is due as soon as the most urgent level's."""
     return _decision(
         prepared,
+        respond_minutes=respond_minutes,
         code="",
         event_name="",
         urgency="",
@@ -421,7 +436,13 @@ class Dispatcher:
                 "inference": _ms(t3 - t2),
             }
             if outputs is None:
-                decision = undecided(item, backend=backend, decided_at=clock(), latency_ms=latency)
+                decision = undecided(
+                    item,
+                    backend=backend,
+                    decided_at=clock(),
+                    respond_minutes=min(self.domain.urgency_minutes.values()),
+                    latency_ms=latency,
+                )
             else:
                 decision = decide(
                     item,
@@ -467,6 +488,7 @@ def request_from_row(stored: StoredRow) -> DispatchRequest | None:
             road=row["road"] or None,
             location_type=row["location_type"] or None,
             code=row["code"] or None,
+            channel=row["source"],
         )
     if stored.table == "citizen_appeals_log":
         text = " ".join(p for p in (row["text"], row["address"]) if p)
@@ -476,6 +498,7 @@ def request_from_row(stored: StoredRow) -> DispatchRequest | None:
             text=text,
             received_at=row["received_at"].replace(tzinfo=UTC),
             district=row["district"] or None,
+            channel=row["channel"],
         )
     return None
 

@@ -106,6 +106,15 @@ def route_of_unit(domain: Domain, unit: str) -> str | None:
     return None
 
 
+def all_units(domain: Domain) -> tuple[str, ...]:
+    """Every unit an event can go to (what a dispatcher may choose when correcting):
+    utilities, each district's departments, then every street office."""
+    utilities = sorted(set(domain.utilities.values()))
+    departments = [f"{d}{name}" for d in domain.districts for name in domain.departments]
+    offices = [street_office(s) for s in domain.street_district]
+    return (*utilities, *departments, *offices)
+
+
 def all_routes(domain: Domain) -> tuple[str, ...]:
     """Every route the rule can produce, in a stable order (the router's label set)."""
     routes: set[str] = set()

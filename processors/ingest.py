@@ -270,6 +270,8 @@ def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
     row = {
         "input_id": rec.input_id,
         "input_kind": rec.input_kind,
+        "channel": rec.channel or "",
+        "text": rec.text,
         "code": rec.code,
         "event_name": rec.event_name,
         "urgency": rec.urgency,
@@ -277,6 +279,8 @@ def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
         "unit": rec.unit or "",
         "district": rec.district or "",
         "street": rec.street or "",
+        "road": rec.road or "",
+        "place": rec.place or "",
         "location_type": rec.location_type or "",
         "confidence": rec.confidence,
         "auto": int(rec.auto),
@@ -289,6 +293,7 @@ def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
         "backend": rec.backend,
         **{f"{step}_ms": float(latency.get(step, 0.0)) for step in DECISION_STEPS},
         "received_at": utc_naive(rec.received_at),
+        "respond_by": utc_naive(rec.respond_by or rec.received_at),
         "decided_at": utc_naive(rec.decided_at),
         "decided_at_ms": int(rec.decided_at.timestamp() * 1000),
         **_kafka_columns(msg),
@@ -305,6 +310,10 @@ def _feedback_row(rec: DispatchFeedback, msg: SourceMessage) -> StoredRow:
         "code": rec.code or "",
         "dispatcher_id": rec.dispatcher_id,
         "given_at": utc_naive(rec.given_at),
+        "auto": None if rec.auto is None else int(rec.auto),
+        "decided_unit": rec.decided_unit or "",
+        "received_at": utc_naive(rec.received_at) if rec.received_at else None,
+        "respond_by": utc_naive(rec.respond_by) if rec.respond_by else None,
         **_kafka_columns(msg),
     }
     return StoredRow("dispatch_feedback_log", rec.feedback_id, row)

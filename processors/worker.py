@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,17 +41,16 @@ from processors.ingest import (
 )
 from processors.metrics import IngestMetrics
 from processors.sink import ClickHouseSink
-from schemas.catalogue import CATALOGUE
 from schemas.domain import Domain
 from schemas.errors import ErrorKind
-from schemas.records import to_wire
+from schemas.records import DispatchFeedback, to_wire
 from streams.codecs import encode_json
 from streams.kafka_admin import LagProbe
-from streams.query import QueryRefused, cut, query_limits, read_only
 from streams.settings import Settings
 from streams.topics import (
     AGENT_TOPICS,
     DEAD_LETTERS,
+    DISPATCH_FEEDBACK,
     DISPATCH_ORDERS,
     DISPATCH_OUTPUTS,
     DISPATCH_REVIEW,
@@ -377,44 +376,52 @@ def create_app(state: WorkerState) -> faust.App:
             status=200 if ready else 503,
         )
 
-    @app.page("/catalogue")
-    async def catalogue_page(web: Any, request: Any) -> Any:
-        """The views analysts query, each column with its type (from the engine) and
-        meaning (from schemas.catalogue)."""
-        views = []
-        for doc in CATALOGUE:
-            result = await state.sink.query(f"DESCRIBE TABLE {doc.name}")
-            views.append({
-                "name": doc.name,
-                "row": doc.row,
-                "columns": [
-                    {"name": row[0], "type": row[1], "description": doc.columns.get(row[0], "")}
-                    for row in result.rows
-                ],
-            })
-        return web.json({"views": views})
-
-    @app.page("/query")
-    async def query_page(web: Any, request: Any) -> Any:
-        sql = request.query.get("sql", "")
-        try:
-            statement = read_only(sql)
-        except QueryRefused as exc:
-            return web.json({"error": str(exc)}, status=400)
-        limits = query_limits(statement, settings.query_max_rows, settings.query_max_seconds)
-        try:
-            result = await state.sink.query(statement, limits)
-        except Exception as exc:  # noqa: BLE001 - any query error goes back to the caller
-            return web.json({"error": str(exc)}, status=400)
-        result, truncated = cut(result, settings.query_max_rows)
-        return web.json({
-            "columns": result.columns,
-            "types": result.types,
-            "rows": result.rows,
-            "truncated": truncated,
-        })
-
+    add_web_routes(app, state)
     return app
+
+
+def add_web_routes(app: faust.App, state: WorkerState) -> None:
+    """The pages and HTTP endpoints (``web.server``) on Faust's own web server: in the
+    embedded mode chDB lives in this process, so this is where queries can run."""
+    from processors.dispatch_rule import all_units
+    from streams.clickhouse import QueryResult, open_analyst_warehouse
+    from web.accounts import AccountStore
+    from web.server import WebContext, add_routes
+    from web.sessions import SessionSigner, load_session_key
+
+    settings = state.settings
+    feedback_topic = settings.topic(DISPATCH_FEEDBACK.name)
+
+    async def publish_feedback(record: DispatchFeedback) -> None:
+        wire = to_wire(record)
+        delivery = await app.producer.send(
+            feedback_topic, message_key(DISPATCH_FEEDBACK, wire), encode_json(wire),
+            None, None, None,
+        )
+        await delivery  # the page hears 202 only once the verdict is in Kafka
+
+    analyst_query = state.sink.query
+    analyst = open_analyst_warehouse(settings)
+    if analyst is not None:
+        # Analysts' SQL on its own connection, as the read-only user under its quota.
+        analyst_thread = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analyst-sql")
+
+        async def analyst_query(sql: str, limits: Mapping[str, Any] | None) -> QueryResult:
+            return await asyncio.get_running_loop().run_in_executor(
+                analyst_thread, analyst.query, sql, limits
+            )
+
+    ctx = WebContext(
+        settings=settings,
+        domain=state.context.domain,
+        query=state.sink.query,
+        analyst_query=analyst_query,
+        publish_feedback=publish_feedback,
+        accounts=AccountStore(settings.accounts_path),
+        signer=SessionSigner(load_session_key(settings), settings.session_max_age_s),
+        units=all_units(state.context.domain),
+    )
+    add_routes(app.web.web_app, ctx)
 
 
 def _decide_isolated(

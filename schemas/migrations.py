@@ -3,7 +3,10 @@
 Migrations are ``schemas/clickhouse/NNNN_name.sql``. Where old servers (Debian's
 18.16, the ``legacy`` dialect) need different DDL, a ``NNNN_name.legacy.sql`` beside
 it is used there instead. Every statement must itself be idempotent
-(``IF NOT EXISTS``), so a run that died half way can simply run again.
+(``IF NOT EXISTS``, ``DROP ... IF EXISTS``, inserts into distinct or replacing tables), so
+a run that died half way can simply run again. One exception, handled here: 18.16 has no
+``ADD COLUMN IF NOT EXISTS``, so a single-column ``ALTER TABLE t ADD COLUMN c ...`` whose
+column already exists is skipped (on every engine: one file serves both).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from streams.clickhouse import Dialect, Warehouse
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "clickhouse"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# One column, no IF NOT EXISTS, nothing else in the statement (no comma: one command).
+_ADD_COLUMN = re.compile(
+    r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?!IF\s)(\w+)\s[^,]*$", re.IGNORECASE | re.ASCII
+)
 
 
 class MigrationError(RuntimeError):
@@ -67,6 +74,26 @@ ORDER BY version
 """
 
 
+def added_column(statement: str) -> tuple[str, str] | None:
+    """(table, column) when ``statement`` adds one column without IF NOT EXISTS."""
+    match = _ADD_COLUMN.match(statement.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _already_done(warehouse: Warehouse, statement: str) -> bool:
+    # A rerun after a half-applied migration finds the column there, and the ALTER would
+    # fail (18.16 has no IF NOT EXISTS for it).
+    added = added_column(statement)
+    if added is None:
+        return False
+    table, column = added
+    found = warehouse.query(
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() "
+        f"AND table = '{table}' AND name = '{column}'"
+    )
+    return int(found.scalar()) > 0
+
+
 def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
     warehouse.command(_LEDGER)
     res = warehouse.query("SELECT version, name, checksum FROM schema_migrations")
@@ -88,7 +115,8 @@ def migrate(warehouse: Warehouse, directory: Path = MIGRATIONS_DIR) -> list[Migr
                 )
             continue
         for statement in migration.statements():
-            warehouse.command(statement)
+            if not _already_done(warehouse, statement):
+                warehouse.command(statement)
         warehouse.insert(
             "schema_migrations",
             [

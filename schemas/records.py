@@ -150,6 +150,8 @@ class DispatchDecision(_Wire):
     kind: Literal["dispatch_decision"]
     input_id: RecordId
     input_kind: Literal["city_event", "citizen_appeal"]
+    channel: StrictStr | None = None
+    text: StrictStr = ""
     code: StrictStr
     event_name: StrictStr
     urgency: StrictStr
@@ -157,6 +159,8 @@ class DispatchDecision(_Wire):
     unit: StrictStr | None = None
     district: StrictStr | None = None
     street: StrictStr | None = None
+    road: StrictStr | None = None
+    place: StrictStr | None = None
     location_type: StrictStr | None = None
     confidence: Annotated[float, Field(ge=0, le=1)]
     auto: bool
@@ -168,11 +172,18 @@ class DispatchDecision(_Wire):
     # Milliseconds per step: queue (Kafka to agent), address, features, inference, decide.
     latency_ms: dict[str, float] = Field(default_factory=dict)
     received_at: Timestamp
+    # When the unit must have it: received_at plus the urgency level's response time.
+    respond_by: Timestamp | None = None
     decided_at: Timestamp
 
 
 class DispatchFeedback(_Wire):
-    """A dispatcher's verdict on a decision: confirmed, or corrected to another unit."""
+    """A verdict on a decision: a dispatcher confirming or correcting it on the board, or a
+    unit accepting an order or returning a mis-dispatched one.
+
+    The decision's own facts travel with the verdict (``auto``, ``decided_unit``,
+    ``received_at``, ``respond_by``) so accuracy and response-time aggregates can be kept
+    by a materialized view over feedback alone, without a join at read time."""
 
     kind: Literal["dispatch_feedback"]
     feedback_id: RecordId
@@ -182,6 +193,10 @@ class DispatchFeedback(_Wire):
     code: Annotated[StrictStr, Field(pattern=r"^[A-Z][0-9]{2}$")] | None = None
     dispatcher_id: ShortText
     given_at: Timestamp
+    auto: bool | None = None
+    decided_unit: StrictStr | None = None
+    received_at: Timestamp | None = None
+    respond_by: Timestamp | None = None
 
 
 class Detection(_Wire):

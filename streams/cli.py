@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from streams.settings import Settings
@@ -79,11 +80,92 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     run_id = args.run_id or uuid.uuid4().hex[:8]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, dict[str, str]] = {}
     with out.open("wb") as fh:
-        records = sample_records(domain, args.count, args.seed, run_id, args.invalid_every)
+        records = sample_records(
+            domain, args.count, args.seed, run_id, args.invalid_every,
+            span=timedelta(hours=args.span_hours), truth=truth,
+        )
         for line in json_lines(records):
             fh.write(line + b"\n")
     print(f"wrote {args.count} records to {out} (run {run_id})")
+    if args.truth:
+        Path(args.truth).write_bytes(
+            b"".join(orjson.dumps({"id": k, **v}) + b"\n" for k, v in truth.items())
+        )
+        print(f"wrote the right unit of {len(truth)} reports to {args.truth}")
+    return 0
+
+
+def _read_only_query(settings: Settings, sql: str) -> Any:
+    """A read through the same path as `citystream query` (the worker in embedded mode)."""
+    from streams.clickhouse import open_warehouse
+    from streams.query import api_token, query_worker
+
+    if settings.clickhouse_url:
+        warehouse = open_warehouse(settings)
+        try:
+            return warehouse.query(sql)
+        finally:
+            warehouse.close()
+    return query_worker(settings.web_host, settings.web_port, sql, api_token(settings))
+
+
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from web.accounts_cli import run
+
+    return run(args, settings)
+
+
+def cmd_units_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from models.simulator.feedback import StoredDecision, units_feedback
+    from schemas.records import to_wire
+    from streams.codecs import encode_json
+    from streams.kafka_admin import producer
+    from streams.topics import DISPATCH_FEEDBACK, message_key
+    from web.views import to_utc
+
+    truth = {}
+    for line in Path(args.truth).read_bytes().splitlines():
+        doc = orjson.loads(line)
+        truth[doc["id"]] = doc
+    prefixes = sorted({record_id.rsplit("-", 1)[0] for record_id in truth})
+    if len(prefixes) != 1 or not prefixes[0].replace("_", "").isalnum():
+        print("citystream: the truth file must hold one run's reports", file=sys.stderr)
+        return 2
+    result = _read_only_query(
+        settings,
+        "SELECT input_id, unit, code, auto, received_at, respond_by, decided_at "
+        f"FROM dispatch_decisions WHERE input_id LIKE '{prefixes[0]}-%'",
+    )
+    decisions = [
+        StoredDecision(
+            r["input_id"], r["unit"], r["code"], bool(r["auto"]),
+            to_utc(r["received_at"]), to_utc(r["respond_by"]), to_utc(r["decided_at"]),
+        )
+        for r in result.dicts()
+    ]
+    verdicts = units_feedback(
+        decisions, truth, now=datetime.now(UTC), review_share=args.review_share
+    )
+    prod = producer(settings)
+    try:
+        topic = settings.topic(DISPATCH_FEEDBACK.name)
+        futures = []
+        for record in verdicts:
+            wire = to_wire(record)
+            futures.append(
+                prod.send(topic, value=encode_json(wire), key=message_key(DISPATCH_FEEDBACK, wire))
+            )
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        prod.close()
+    returned = sum(v.verdict == "corrected" and bool(v.auto) for v in verdicts)
+    print(
+        f"{len(verdicts)} verdicts on {len(decisions)} decisions to {topic} "
+        f"({returned} automatic orders returned as not the unit's)"
+    )
     return 0
 
 
@@ -141,27 +223,22 @@ def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_result(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
-    if fmt == "json":
-        for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False, default=str))
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        cells = [columns] + [[str(v) for v in row] for row in rows]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-        for n, row in enumerate(cells):
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-            if n == 0:
-                print("  ".join("-" * w for w in widths))
+    from streams.query import render
+
+    sys.stdout.write(render(columns, rows, fmt))
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.clickhouse import QueryResult, WarehouseError, open_warehouse
+    from streams.clickhouse import (
+        QueryResult,
+        WarehouseError,
+        open_analyst_warehouse,
+        open_warehouse,
+    )
     from streams.query import (
         QueryRefused,
         WorkerUnavailable,
+        api_token,
         cut,
         query_limits,
         query_worker,
@@ -176,7 +253,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     result: QueryResult
     try:
         if settings.clickhouse_url:
-            warehouse = open_warehouse(settings)
+            warehouse = open_analyst_warehouse(settings) or open_warehouse(settings)
             try:
                 limits = query_limits(sql, settings.query_max_rows, settings.query_max_seconds)
                 result, _ = cut(warehouse.query(sql, limits), settings.query_max_rows)
@@ -184,7 +261,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
                 warehouse.close()
         else:
             # Embedded mode: chDB's data is held by the running worker, so ask it.
-            result = query_worker(settings.web_host, settings.web_port, sql)
+            result = query_worker(settings.web_host, settings.web_port, sql, api_token(settings))
     except (WarehouseError, QueryRefused) as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 1
@@ -319,7 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--run-id", default=None, help="id prefix (default: random, so runs add up)")
     p.add_argument("--invalid-every", type=int, default=0, help="break every Nth record")
+    p.add_argument("--span-hours", type=float, default=1 / 6,
+                   help="report times spread over this many hours before now (default 10 min)")
     p.add_argument("--output", required=True)
+    p.add_argument("--truth", default=None,
+                   help="also write each report's right unit and code (JSON Lines), for "
+                   "`citystream units-feedback`")
+
+    p = sub.add_parser(
+        "units-feedback",
+        help="play the units on a sampled run: accept or return its automatic orders, and "
+        "handle part of its review queue (verdicts to dispatch.feedback)",
+    )
+    p.add_argument("--truth", required=True, help="the file `citystream sample --truth` wrote")
+    p.add_argument("--review-share", type=float, default=0.5,
+                   help="share of the review queue a simulated dispatcher handles")
 
     p = sub.add_parser("replay", help="replay a JSON Lines file into the input topics")
     p.add_argument("file")
@@ -333,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="run a read-only SQL query")
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    from web.accounts_cli import register as register_users
+
+    register_users(sub)
 
     p = sub.add_parser("catalogue", help="the views analysts query, and their columns")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -375,6 +470,8 @@ COMMANDS = {
     "worker": cmd_worker,
     "sample": cmd_sample,
     "replay": cmd_replay,
+    "users": cmd_users,
+    "units-feedback": cmd_units_feedback,
     "wait": cmd_wait,
     "query": cmd_query,
     "stack": cmd_stack,

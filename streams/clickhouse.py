@@ -117,6 +117,8 @@ class ChdbWarehouse:
         # 64-bit integers come back as JSON numbers (not strings) in every query.
         self._run(f"USE {database}")
         self._run("SET output_format_json_quote_64bit_integers = 0")
+        # Our DateTimes are UTC: read and written as UTC whatever the machine's zone is.
+        self._run("SET session_timezone = 'UTC'")
 
     def _run(self, sql: str, fmt: str = "CSV") -> Any:
         from chdb import ChdbError
@@ -164,13 +166,35 @@ class ChdbWarehouse:
             ChdbWarehouse._open_path = None
 
 
+def open_analyst_warehouse(settings: Settings) -> Warehouse | None:
+    """The read-only analyst's connection to a server, when one is configured."""
+    if not (settings.clickhouse_url and settings.clickhouse_analyst_user):
+        return None
+    password = settings.clickhouse_analyst_password
+    return ServerWarehouse(
+        settings.clickhouse_url,
+        settings.clickhouse_database,
+        password.get_secret_value() if password else "",
+        user=settings.clickhouse_analyst_user,
+        create_database=False,
+    )
+
+
 class ServerWarehouse:
     """A ClickHouse server over the native protocol (clickhouse-driver).
 
     clickhouse-driver's ``Client`` is not thread-safe: one client per thread.
     """
 
-    def __init__(self, url: str, database: str, password: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        password: str | None = None,
+        *,
+        user: str | None = None,
+        create_database: bool = True,
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(
@@ -182,19 +206,21 @@ class ServerWarehouse:
         self._connect = {
             "host": parsed.hostname or "127.0.0.1",
             "port": parsed.port or 9000,
-            "user": parsed.username or "default",
+            "user": user or parsed.username or "default",
             "password": password if password is not None else (parsed.password or ""),
             "secure": parsed.scheme == "clickhouses",
         }
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
-        # The database must exist before a client can make it its default.
-        bootstrap = self._new_client("default")
-        try:
-            bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
-        finally:
-            bootstrap.disconnect()
+        # The database must exist before a client can make it its default (a read-only
+        # user cannot create it, and need not: the pipeline's user has).
+        if create_database:
+            bootstrap = self._new_client("default")
+            try:
+                bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+            finally:
+                bootstrap.disconnect()
         self.dialect = dialect_for(self.server_version())
 
     def _new_client(self, database: str) -> Any:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from streams.clickhouse import QueryResult
+from streams.settings import Settings
+
+ResultFormat = Literal["table", "csv", "json"]
+FORMATS: tuple[ResultFormat, ...] = ("table", "csv", "json")
+CONTENT_TYPES: dict[str, str] = {
+    "table": "text/plain; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/x-ndjson; charset=utf-8",
+}
 
 _ALLOWED_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS)\b", re.IGNORECASE)
 _LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`")
@@ -80,12 +93,30 @@ class WorkerUnavailable(RuntimeError):
     """No worker answers on the given address."""
 
 
-def query_worker(host: str, port: int, sql: str, timeout_s: float = 60) -> QueryResult:
+def api_token(settings: Settings) -> str | None:
+    """The token `citystream query` shows a worker: CITYSTREAM_API_TOKEN, else the local
+    stack's analyst token (written by `citystream users ensure-local`)."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    path = settings.var_dir / "api-token"
+    return path.read_text("utf-8").strip() if path.exists() else None
+
+
+def query_worker(
+    host: str, port: int, sql: str, token: str | None = None, timeout_s: float = 60
+) -> QueryResult:
     """Run a read-only query on a running worker's ``/query`` (the embedded mode's way in:
-    chDB allows one process per data path, and the worker holds it)."""
-    url = f"http://{host}:{port}/query?" + urllib.parse.urlencode({"sql": sql})
+    chDB allows one process per data path, and the worker holds it). The worker asks for
+    an analyst's API token."""
+    request = urllib.request.Request(
+        f"http://{host}:{port}/query",
+        data=sql.encode("utf-8"),
+        headers={"Content-Type": "text/plain; charset=utf-8"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
+        method="POST",
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             doc = json.load(resp)
     except urllib.error.HTTPError as exc:
         raise QueryRefused(json.load(exc).get("error", f"HTTP {exc.code}")) from exc
@@ -95,3 +126,30 @@ def query_worker(host: str, port: int, sql: str, timeout_s: float = 60) -> Query
     return QueryResult(
         doc["columns"], doc["types"], [tuple(r) for r in doc["rows"]], doc.get("truncated", False)
     )
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+    """A result as people read it: an aligned table, CSV with a header, or JSON Lines (one
+    object per row). The same text from ``citystream query`` and ``/query?format=``."""
+    if fmt == "json":
+        return "".join(
+            json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False, default=str)
+            + "\n"
+            for row in rows
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    cells = [list(columns)] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"

@@ -53,12 +53,16 @@ def sample_records(
     run_id: str,
     invalid_every: int = 0,
     now: datetime | None = None,
+    span: timedelta = timedelta(minutes=10),
+    truth: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``count`` records; every ``invalid_every``-th one is broken in some way (0: none).
 
     The valid ones are the dispatch-history simulator's reports as they arrive live
-    (appeals in citizens' words, inspectors' events), re-stamped to the last ten minutes
-    and given ids of this run, so repeated runs add up instead of replacing each other."""
+    (appeals in citizens' words, inspectors' events), re-stamped to within ``span`` before
+    ``now`` and given ids of this run, so repeated runs add up instead of replacing each
+    other. ``truth``, when given, collects each valid report's right unit and code (what
+    the units' feedback simulator answers with)."""
     from models.simulator import generate_history, to_wire
 
     rng = random.Random(seed)
@@ -67,7 +71,9 @@ def sample_records(
         domain, count, seed=seed, start=date(2025, 1, 1), end=date(2026, 10, 31)
     )
     for i, record in enumerate(history):
-        reported = (now - timedelta(seconds=rng.randint(0, 600))).astimezone(CST)
+        reported = (
+            now - timedelta(seconds=rng.randint(0, int(span.total_seconds())))
+        ).astimezone(CST)
         if invalid_every and i % invalid_every == invalid_every - 1:
             yield _invalid(rng, run_id, i, reported)
             continue
@@ -78,6 +84,9 @@ def sample_records(
         else:
             wire["appeal_id"] = f"{run_id}-a{i}"
             wire["received_at"] = reported.isoformat()
+        if truth is not None:
+            record_id = wire.get("event_id") or wire["appeal_id"]
+            truth[record_id] = {"unit": record.true_unit, "code": record.code}
         yield wire
 
 

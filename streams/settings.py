@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None
     clickhouse_password: SecretStr | None = None
     clickhouse_database: str = "citystream"
+    # Analysts' SQL (`citystream query`, /query) on a server runs as this read-only user,
+    # under its own profile and quota (infra/production/clickhouse). Unset: the app's own
+    # limits on the pipeline's connection (the embedded mode always works that way).
+    clickhouse_analyst_user: str | None = None
+    clickhouse_analyst_password: SecretStr | None = None
     chdb_path: Path | None = None
 
     # --- Processing ------------------------------------------------------------
@@ -78,6 +83,20 @@ class Settings(BaseSettings):
     query_max_rows: int = Field(default=10_000, ge=1)
     query_max_seconds: float = Field(default=30.0, gt=0)
 
+    # --- Access (web pages and HTTP endpoints) ----------------------------------
+    # Accounts (roles, Argon2 password hashes, API token hashes); `citystream users`
+    # manages them. Unset: <var_dir>/users.json.
+    users_file: Path | None = None
+    # Signs session cookies. Unset: a random key kept in <var_dir>/session.key (0600);
+    # production sets it (several workers must share one).
+    session_secret: SecretStr | None = None
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    # Session cookies only over HTTPS (production sits behind a TLS proxy).
+    web_cookie_secure: bool = False
+    # The API token `citystream query` sends to a worker. Unset: <var_dir>/api-token, which
+    # `citystream users ensure-local` writes for the local stack's analyst.
+    api_token: SecretStr | None = None
+
     # --- Worker ----------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
@@ -100,6 +119,10 @@ class Settings(BaseSettings):
                 "CITYSTREAM_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @property
+    def accounts_path(self) -> Path:
+        return self.users_file or (self.var_dir / "users.json")
 
     @property
     def chdb_data_path(self) -> Path:

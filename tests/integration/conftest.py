@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline import isolated_settings
 
-from infra.services import ClickHouseServer, KafkaBroker, free_port, free_ports
+from infra.services import ClickHouseServer, KafkaBroker, free_ports
 from infra.worker_process import WorkerProcess
 from streams.settings import REPO_ROOT, Settings
 
@@ -93,24 +94,8 @@ def dispatch_triton(
 def settings(
     kafka: KafkaBroker, tmp_path: Path, unique: str, trained_models: TrainedModels
 ) -> Settings:
-    """Settings isolated for one test: own topics, group, database, chDB path, web port;
-    dispatch on the session's trained models, in-process unless a test adds Triton."""
-    return Settings(
-        model_repository=trained_models.repository,
-        dispatch_policy=trained_models.policy,
-        kafka_bootstrap_servers=kafka.bootstrap,
-        topic_prefix=f"t{unique}.",
-        consumer_group=f"g{unique}",
-        clickhouse_database=f"db_{unique}",
-        chdb_path=tmp_path / "chdb",
-        var_dir=tmp_path / "var",
-        web_port=free_port(),
-        topic_partitions=3,
-        sink_batch_size=500,
-        sink_flush_interval_s=0.2,
-        lag_poll_interval_s=1.0,
-        kafka_session_timeout_s=6.0,
-    )
+    """Settings isolated for one test (see pipeline.isolated_settings)."""
+    return isolated_settings(kafka.bootstrap, tmp_path, unique, trained_models)
 
 
 @pytest.fixture

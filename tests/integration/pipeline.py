@@ -3,10 +3,12 @@ folder on the path, as it has no ``__init__.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from infra.services import free_port
 from streams.kafka_admin import create_topics, producer
 from streams.replay import replay
 from streams.settings import Settings
@@ -22,3 +24,24 @@ def replay_records(settings: Settings, records: list[Any]) -> None:
     finally:
         prod.close()
     assert report.ok and report.sent == len(records), report
+
+
+def isolated_settings(bootstrap: str, root: Path, unique: str, models: Any) -> Settings:
+    """Settings for one test (or module): own topics, group, database, chDB path, web
+    port; dispatch on the session's trained models, in-process unless Triton is added."""
+    return Settings(
+        model_repository=models.repository,
+        dispatch_policy=models.policy,
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=f"t{unique}.",
+        consumer_group=f"g{unique}",
+        clickhouse_database=f"db_{unique}",
+        chdb_path=root / "chdb",
+        var_dir=root / "var",
+        web_port=free_port(),
+        topic_partitions=3,
+        sink_batch_size=500,
+        sink_flush_interval_s=0.2,
+        lag_poll_interval_s=1.0,
+        kafka_session_timeout_s=6.0,
+    )

@@ -200,14 +200,17 @@ def test_feedback_gives_live_accuracy_and_auto_rate(
     assert (quality["judged"], quality["correct"]) == (40, 30)
 
     # The analysts' row limit on /query (default 10,000 rows), flagged as cut.
-    from streams.query import query_worker
+    from streams.query import api_token, query_worker
 
     big = query_worker(settings.web_host, settings.web_port,
-                       "SELECT number FROM system.numbers LIMIT 25000")
+                       "SELECT number FROM system.numbers LIMIT 25000", api_token(settings))
     assert big.truncated and len(big.rows) == settings.query_max_rows
 
     # The analysts' catalogue, served by the same worker: types from the engine.
-    with urllib.request.urlopen(worker.url("/catalogue"), timeout=10) as resp:
+    request = urllib.request.Request(
+        worker.url("/catalogue"), headers={"Authorization": f"Bearer {api_token(settings)}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         views = {v["name"]: v for v in json.load(resp)["views"]}
     columns = {c["name"]: c for c in views["dispatch_quality"]["columns"]}
     assert columns["auto_accuracy"]["type"].startswith(("Float64", "Nullable(Float64)"))

@@ -22,6 +22,24 @@ TABLES = {
     "video_frames",
     "dead_letters",
     "schema_migrations",
+    "dispatch_decisions_log",
+    "dispatch_feedback_log",
+    "dispatch_decisions",
+    "dispatch_feedback",
+    "dispatch_outcomes",
+    "dispatch_quality",
+    # 0003: the dashboards' aggregate tables, the views that keep them, the board's queue.
+    "dashboard_reports_hourly",
+    "dashboard_reports_hourly_mv",
+    "dashboard_places_hourly",
+    "dashboard_places_hourly_mv",
+    "dashboard_feedback_hourly",
+    "dashboard_feedback_hourly_mv",
+    "review_items",
+    "review_items_mv",
+    "reports_hourly",
+    "places_hourly",
+    "feedback_hourly",
 }
 
 
@@ -112,3 +130,69 @@ def test_query_limits_hold_on_both_engines(warehouse: Warehouse) -> None:
     small = "SELECT number FROM system.numbers LIMIT 40"
     result, truncated = cut(warehouse.query(small, query_limits(small, 100, 5)), 100)
     assert not truncated and len(result.rows) == 40
+
+
+def test_dashboard_migration_backfills_what_was_stored_before(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """0003 on a warehouse already holding decisions and verdicts (stored without the new
+    columns): the columns get their defaults and the new tables hold the old rows."""
+    import shutil
+    from datetime import datetime
+
+    from schemas.migrations import MIGRATIONS_DIR
+
+    before = tmp_path / "before"
+    before.mkdir()
+    for sql in MIGRATIONS_DIR.glob("000[12]_*.sql"):
+        shutil.copy(sql, before / sql.name)
+    assert [m.version for m in migrate(warehouse, before)] == [1, 2]
+    received = datetime(2026, 11, 20, 8, 15)
+    old_decision = {
+        "input_id": "old-1", "input_kind": "citizen_appeal", "code": "A01",
+        "event_name": "暴露垃圾", "urgency": "normal", "route": "S", "unit": "u",
+        "district": "市南区", "street": "", "location_type": "", "confidence": 0.4,
+        "auto": 0, "review_reasons": ["low_confidence"], "alt_units": [], "alt_codes": [],
+        "alt_confidences": [], "unresolved": [], "model_versions": "{}", "backend": "x",
+        "queue_ms": 0.0, "address_ms": 0.0, "features_ms": 0.0, "inference_ms": 0.0,
+        "decide_ms": 0.0, "total_ms": 0.0, "received_at": received,
+        "decided_at": datetime(2026, 11, 20, 8, 15, 2), "decided_at_ms": 1,
+        "kafka_topic": "t", "kafka_partition": 0, "kafka_offset": 1,
+    }
+    warehouse.insert("dispatch_decisions_log", [old_decision])
+    warehouse.insert("dispatch_decisions_log", [{**old_decision, "input_id": "old-2", "auto": 1}])
+    warehouse.insert("dispatch_feedback_log", [{
+        "feedback_id": "f-old", "input_id": "old-1", "verdict": "confirmed", "unit": "u",
+        "code": "", "dispatcher_id": "d", "given_at": datetime(2026, 11, 20, 9, 5),
+        "kafka_topic": "t", "kafka_partition": 0, "kafka_offset": 2,
+    }])
+
+    assert [m.version for m in migrate(warehouse)] == [3]
+
+    def rows(sql: str) -> list[tuple[object, ...]]:
+        return [
+            tuple(v.strftime("%F %T") if isinstance(v, datetime) else v for v in r)
+            for r in warehouse.query(sql).rows
+        ]
+
+    # No deadline was kept: the receipt time (so they count as late), no channel or text.
+    assert rows(
+        "SELECT input_id, respond_by, channel, text, place FROM dispatch_decisions "
+        "ORDER BY input_id"
+    ) == [
+        ("old-1", "2026-11-20 08:15:00", "", "", ""),
+        ("old-2", "2026-11-20 08:15:00", "", "", ""),
+    ]
+    assert rows(
+        "SELECT hour, district, reports, auto_dispatched, auto_in_time FROM reports_hourly"
+    ) == [("2026-11-20 08:00:00", "市南区", 2, 1, 0)]
+    # The verdict did not say how its decision was made, nor when the report came.
+    assert rows("SELECT hour, unit, decision, judged, confirmed FROM feedback_hourly") == [
+        ("2026-11-20 09:00:00", "u", -1, 1, 1)
+    ]
+    assert rows("SELECT input_id, respond_by FROM review_items FINAL") == [
+        ("old-1", "2026-11-20 08:15:00")
+    ]
+    assert rows("SELECT auto, decided_unit, received_at FROM dispatch_feedback") == [
+        (None, "", None)
+    ]

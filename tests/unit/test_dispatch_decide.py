@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -147,8 +147,27 @@ def test_inspector_code_hint_counts(domain, policy, table):
 
 
 def test_undecided_is_a_review_item(domain):
-    d = undecided(prepared(district="市南区"), backend="none: down", decided_at=NOW)
+    d = undecided(prepared(district="市南区"), backend="none: down", decided_at=NOW,
+                  respond_minutes=30)
     assert (d.auto, d.review_reasons, d.unit, d.district) == (False, ("no_model",), None, "市南区")
+    assert d.respond_by == NOW + timedelta(minutes=30)
+
+
+def test_decision_is_due_by_its_urgency_and_carries_the_report(domain, policy, table):
+    """respond_by = report time + the urgency level's response time from the domain file;
+    the board shows the report's text, channel and place with it."""
+    request = DispatchRequest("a-9", "citizen_appeal", "有燃气味，很危险", NOW, channel="hotline")
+    prep = PreparedRequest(request, address(district="市南区", road="香港中路",
+                                            place="万象城"), "unknown")
+    gas = run(domain, policy, table, prep, "E07", "U:gas")
+    minutes = domain.urgency_minutes[domain.event_types[gas.code].urgency]
+    assert gas.respond_by == NOW + timedelta(minutes=minutes)
+    assert (gas.channel, gas.text, gas.road, gas.place) == (
+        "hotline", "有燃气味，很危险", "香港中路", "万象城")
+    litter = run(domain, policy, table, prepared(district="市南区", street="八大关街道"),
+                 "A01", "S")
+    assert litter.respond_by - NOW == timedelta(minutes=domain.urgency_minutes["normal"])
+    assert litter.respond_by > gas.respond_by
 
 
 def test_policy_round_trip_and_checks(domain, policy, tmp_path):
