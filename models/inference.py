@@ -267,6 +267,7 @@ class TritonBackend:
         retries: int = 2,
         backoff_s: float = 0.05,
         max_batch_size: int = 64,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         if protocol == "grpc":
             import tritonclient.grpc as client_module
@@ -284,6 +285,8 @@ class TritonBackend:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_batch_size = max_batch_size
+        # Told what is being retried ("infer dispatch_router", ...): the retry counter.
+        self.on_retry = on_retry
         self._local = threading.local()
         self._clients: set[Any] = set()
         self._outputs: dict[str, tuple[str, ...]] = {}
@@ -332,6 +335,8 @@ class TritonBackend:
         failure = ""
         for attempt in range(self.retries + 1):
             if attempt:
+                if self.on_retry is not None:
+                    self.on_retry(what)
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
                 return call(self._client())

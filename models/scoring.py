@@ -8,9 +8,11 @@ worker never combines a model with a policy calibrated for another.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -73,29 +75,50 @@ def expected_models(repository: Path, policy: DispatchPolicy) -> dict[str, Model
 class BackendScorer:
     """``processors.dispatch.ModelScorer`` over an inference backend."""
 
-    def __init__(self, backend: InferenceBackend, policy: DispatchPolicy) -> None:
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        policy: DispatchPolicy,
+        observe: ModelCallObserver | None = None,
+    ) -> None:
         self.backend = backend
         self.widths = {CLASSIFIER: len(policy.code_labels), ROUTER: len(policy.route_labels)}
+        self.versions = dict(policy.model_versions)
+        self.observe = observe
         # The two models are independent: ask for both at once (Triton runs them side by
         # side; onnxruntime releases the GIL while it computes).
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="models")
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+        started = time.perf_counter()
+        name = getattr(self.backend, "name", "unknown")
         try:
-            if isinstance(self.backend, FallbackBackend):
-                answer = self.backend.infer_with_source(model, inputs)
-                outputs, name = answer.outputs, answer.backend
-            else:
-                outputs, name = self.backend.infer(model, inputs), self.backend.name
-        except (BackendUnavailable, InferenceError) as exc:
-            raise ModelsUnavailable(f"{model}: {exc}") from exc
-        probs = np.asarray(outputs[OUTPUT])
-        rows = len(inputs["token_ids"])
-        if probs.shape != (rows, self.widths[model]):
-            raise ModelsUnavailable(
-                f"{model} answered shape {probs.shape}, expected {(rows, self.widths[model])}"
-            )
+            try:
+                if isinstance(self.backend, FallbackBackend):
+                    answer = self.backend.infer_with_source(model, inputs)
+                    outputs, name = answer.outputs, answer.backend
+                else:
+                    outputs, name = self.backend.infer(model, inputs), self.backend.name
+            except (BackendUnavailable, InferenceError) as exc:
+                raise ModelsUnavailable(f"{model}: {exc}") from exc
+            probs = np.asarray(outputs[OUTPUT])
+            rows = len(inputs["token_ids"])
+            if probs.shape != (rows, self.widths[model]):
+                raise ModelsUnavailable(
+                    f"{model} answered shape {probs.shape}, expected {(rows, self.widths[model])}"
+                )
+        except ModelsUnavailable:
+            self._observe(model, name, started, failed=True)
+            raise
+        self._observe(model, name, started, failed=False)
         return probs, name
+
+    def _observe(self, model: str, backend: str, started: float, *, failed: bool) -> None:
+        if self.observe is not None:
+            self.observe(
+                model, self.versions.get(model, ""), backend, time.perf_counter() - started,
+                failed,
+            )
 
     def score(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
         router = self._pool.submit(self._run, ROUTER, inputs)
@@ -105,10 +128,20 @@ class BackendScorer:
         return ModelOutputs(code_probs, route_probs, backend)
 
 
+class ModelCallObserver(Protocol):
+    """Told of every model call: model, version, backend, seconds, and whether it failed
+    (the per-model latency and error metrics)."""
+
+    def __call__(
+        self, model: str, version: str, backend: str, seconds: float, failed: bool
+    ) -> None: ...
+
+
 def build_backend(
     settings: Settings,
     on_fallback: Callable[[], None] | None = None,
     triton_url: str | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> InferenceBackend:
     local = OnnxRuntimeBackend(settings.model_repository, providers=settings.onnx_providers)
     url = triton_url or settings.triton_url
@@ -119,6 +152,7 @@ def build_backend(
         protocol=settings.triton_protocol,
         timeout_s=settings.triton_timeout_s,
         retries=settings.triton_retries,
+        on_retry=on_retry,
     )
     return FallbackBackend(
         triton,
@@ -132,14 +166,17 @@ def build_scorer(
     policy: DispatchPolicy,
     on_fallback: Callable[[], None] | None = None,
     triton_url: str | None = None,
+    *,
+    observe: ModelCallObserver | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> BackendScorer:
     """The scorer, after the start-up check: each backend holds the models this policy
     was calibrated for (a Triton that is down is noted and the in-process models used)."""
     infos = expected_models(settings.model_repository, policy)
-    backend = build_backend(settings, on_fallback, triton_url)
+    backend = build_backend(settings, on_fallback, triton_url, on_retry)
     for info in infos.values():
         backend.check_model(info)
-    return BackendScorer(backend, policy)
+    return BackendScorer(backend, policy, observe)
 
 
 def build_dispatcher(settings: Settings, triton_url: str | None = None) -> Dispatcher:

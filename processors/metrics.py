@@ -113,6 +113,34 @@ class IngestMetrics:
             "Model calls no backend answered (those reports went to review)",
             registry=r,
         )
+        self.model_seconds = Histogram(
+            "citystream_model_seconds",
+            "One model call on a batch (both models are called per batch), by model, "
+            "version and the backend that answered",
+            ["model", "version", "backend"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "citystream_model_errors",
+            "Model calls that failed on every backend, by model and version",
+            ["model", "version"],
+            registry=r,
+        )
+        self.inference_retries = Counter(
+            "citystream_inference_retries",
+            "Retries of Triton requests after a transient failure, by request",
+            ["request"],
+            registry=r,
+        )
+
+    def observe_model_call(
+        self, model: str, version: str, backend: str, seconds: float, failed: bool
+    ) -> None:
+        if failed:
+            self.model_errors.labels(model, version).inc()
+        else:
+            self.model_seconds.labels(model, version, backend).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -538,7 +538,13 @@ def build_dispatch_stage(
     from processors.address import live_analyser
 
     policy = DispatchPolicy.load(settings.dispatch_policy, domain)
-    scorer = build_scorer(settings, policy, on_fallback=metrics.inference_fallbacks.inc)
+    scorer = build_scorer(
+        settings,
+        policy,
+        on_fallback=metrics.inference_fallbacks.inc,
+        observe=metrics.observe_model_call,
+        on_retry=lambda request: metrics.inference_retries.labels(request).inc(),
+    )
     return DispatchStage(Dispatcher(domain, policy, live_analyser(domain), scorer), executor)
 
 

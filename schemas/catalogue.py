@@ -212,6 +212,8 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "unit": "the unit decided (empty: none)",
             "reports": "distinct reports (a decision stored twice counts once)",
             "auto_dispatched": "of them, dispatched automatically",
+            "auto_due": "reports dispatched automatically that have a deadline (decisions "
+            "stored before deadlines were recorded have none and are left out)",
             "auto_in_time": "of those, decided by their deadline (respond_by)",
         },
     ),
@@ -238,6 +240,7 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "judged": "distinct reports with a verdict",
             "confirmed": "of them, with a confirmation",
             "corrected": "of them, with a correction",
+            "dispatcher_due": "reviewed reports with a dispatcher's verdict and a deadline",
             "dispatched_in_time": "reviewed reports whose verdict came by their deadline",
         },
     ),

@@ -173,7 +173,9 @@ def _dispatch_parts(
     r reports, a auto-dispatched, fj / fc automatic ones judged / confirmed, d due,
     t in time. Due and in time: automatic decisions at their decision; dispatchers' at
     their verdict on the review item; review items still waiting after their deadline (as
-    of now) are due and not in time (``with_due``: include that branch).
+    of now) are due and not in time (``with_due``: include that branch). Decisions
+    stored before deadlines were recorded (respond_by = received_at) are left out of due
+    and in time.
     """
     select_key, item_key, group = _PART_KEYS[key]
     zero = "toUInt64(0)"
@@ -185,7 +187,7 @@ def _dispatch_parts(
             uniqExactMerge(auto_dispatched) AS a,
             {zero} AS fj,
             {zero} AS fc,
-            uniqExactMerge(auto_dispatched) AS d,
+            uniqExactMerge(auto_due) AS d,
             uniqExactMerge(auto_in_time) AS t
         FROM dashboard_reports_hourly
         WHERE {in_window}
@@ -196,7 +198,7 @@ def _dispatch_parts(
             {zero} AS a,
             uniqExactMergeIf(judged, decision = 1) AS fj,
             uniqExactMergeIf(confirmed, decision = 1) AS fc,
-            uniqExactMergeIf(judged, decision = 0) AS d,
+            uniqExactMergeIf(dispatcher_due, decision = 0) AS d,
             uniqExactMergeIf(dispatched_in_time, decision = 0) AS t
         FROM dashboard_feedback_hourly
         WHERE {in_window}
@@ -214,7 +216,7 @@ def _dispatch_parts(
             count() AS d,
             {zero} AS t
         FROM ({_pending_review(item_window)})
-        WHERE respond_by < now()
+        WHERE respond_by < now() AND respond_by > received_at
         {group}"""
         )
     return "\n        UNION ALL".join(parts)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -78,18 +79,26 @@ class SignInThrottle:
 
     limit: int = 5
     window: timedelta = timedelta(minutes=15)
+    max_names: int = 10_000
     failures: dict[str, list[datetime]] = field(default_factory=dict)
 
     def blocked(self, name: str, now: datetime) -> bool:
-        recent = [t for t in self.failures.get(name, []) if now - t < self.window]
-        self.failures[name] = recent
+        recent = [t for t in self.failures.get(name[:64], []) if now - t < self.window]
+        if recent:
+            self.failures[name[:64]] = recent
+        else:
+            self.failures.pop(name[:64], None)
         return len(recent) >= self.limit
 
     def failed(self, name: str, now: datetime) -> None:
-        self.failures.setdefault(name, []).append(now)
+        if len(self.failures) >= self.max_names:
+            # Made-up names must not grow this without bound: forget the stale ones.
+            for stale in [n for n, ts in self.failures.items() if now - ts[-1] >= self.window]:
+                del self.failures[stale]
+        self.failures.setdefault(name[:64], []).append(now)
 
     def succeeded(self, name: str) -> None:
-        self.failures.pop(name, None)
+        self.failures.pop(name[:64], None)
 
 
 @dataclass
@@ -139,7 +148,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
             authorize(principal, role)
         except Unauthenticated as exc:
             if page:
-                raise web.HTTPSeeOther(f"/signin?next={request.path}") from exc
+                raise web.HTTPSeeOther("/signin?" + urlencode({"next": request.path})) from exc
             raise web.HTTPUnauthorized(
                 text='{"error": "sign in or send an API token"}',
                 content_type="application/json",
@@ -179,7 +188,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
         if account is None:
             ctx.throttle.failed(name, now)
             log.warning("sign-in refused for %r from %s", name[:64], request.remote)
-            raise web.HTTPSeeOther(f"/signin?error=1&next={target}")
+            raise web.HTTPSeeOther("/signin?" + urlencode({"error": 1, "next": target}))
         ctx.throttle.succeeded(name)
         response = web.HTTPSeeOther(target)
         response.set_cookie(

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS dashboard_reports_hourly
     unit String,
     reports AggregateFunction(uniqExact, String),
     auto_dispatched AggregateFunction(uniqExact, String),
+    auto_due AggregateFunction(uniqExact, String),
     auto_in_time AggregateFunction(uniqExact, String)
 )
 ENGINE = AggregatingMergeTree()
@@ -101,7 +102,8 @@ SELECT
     unit,
     uniqExactState(input_id) AS reports,
     uniqExactStateIf(input_id, auto = 1) AS auto_dispatched,
-    uniqExactStateIf(input_id, auto = 1 AND decided_at <= respond_by) AS auto_in_time
+    uniqExactStateIf(input_id, auto = 1 AND respond_by > received_at) AS auto_due,
+    uniqExactStateIf(input_id, auto = 1 AND respond_by > received_at AND decided_at <= respond_by) AS auto_in_time
 FROM dispatch_decisions_log
 GROUP BY hour, district, code, event_name, channel, unit;
 
@@ -134,6 +136,9 @@ GROUP BY hour, district, street, location, code;
 -- no receipt time: their own time instead), final unit and how the report was decided
 -- (decision: 1 automatically, 0 by a dispatcher, -1 unknown). A dispatcher's verdict on a
 -- review item is that report's dispatch: in time when given by respond_by.
+-- Deadlines: a decision stored before they were recorded has respond_by = received_at
+-- (the column's default); it is left out of compliance (neither due nor in time), here
+-- and in dashboard_reports_hourly, rather than counted late.
 CREATE TABLE IF NOT EXISTS dashboard_feedback_hourly
 (
     hour DateTime,
@@ -142,6 +147,7 @@ CREATE TABLE IF NOT EXISTS dashboard_feedback_hourly
     judged AggregateFunction(uniqExact, String),
     confirmed AggregateFunction(uniqExact, String),
     corrected AggregateFunction(uniqExact, String),
+    dispatcher_due AggregateFunction(uniqExact, String),
     dispatched_in_time AggregateFunction(uniqExact, String)
 )
 ENGINE = AggregatingMergeTree()
@@ -156,7 +162,8 @@ SELECT
     uniqExactState(input_id) AS judged,
     uniqExactStateIf(input_id, verdict = 'confirmed') AS confirmed,
     uniqExactStateIf(input_id, verdict = 'corrected') AS corrected,
-    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(given_at <= respond_by, 0) = 1) AS dispatched_in_time
+    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(respond_by > received_at, 0) = 1) AS dispatcher_due,
+    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(respond_by > received_at AND given_at <= respond_by, 0) = 1) AS dispatched_in_time
 FROM dispatch_feedback_log
 GROUP BY hour, unit, decision;
 
@@ -205,6 +212,7 @@ SELECT
     unit,
     uniqExactMerge(reports) AS reports,
     uniqExactMerge(auto_dispatched) AS auto_dispatched,
+    uniqExactMerge(auto_due) AS auto_due,
     uniqExactMerge(auto_in_time) AS auto_in_time
 FROM dashboard_reports_hourly
 GROUP BY hour, district, code, event_name, channel, unit;
@@ -222,6 +230,7 @@ SELECT
     uniqExactMerge(judged) AS judged,
     uniqExactMerge(confirmed) AS confirmed,
     uniqExactMerge(corrected) AS corrected,
+    uniqExactMerge(dispatcher_due) AS dispatcher_due,
     uniqExactMerge(dispatched_in_time) AS dispatched_in_time
 FROM dashboard_feedback_hourly
 GROUP BY hour, unit, decision;
@@ -239,7 +248,8 @@ SELECT
     unit,
     uniqExactState(input_id) AS reports,
     uniqExactStateIf(input_id, auto = 1) AS auto_dispatched,
-    uniqExactStateIf(input_id, auto = 1 AND decided_at <= respond_by) AS auto_in_time
+    uniqExactStateIf(input_id, auto = 1 AND respond_by > received_at) AS auto_due,
+    uniqExactStateIf(input_id, auto = 1 AND respond_by > received_at AND decided_at <= respond_by) AS auto_in_time
 FROM dispatch_decisions_log
 GROUP BY hour, district, code, event_name, channel, unit;
 
@@ -262,7 +272,8 @@ SELECT
     uniqExactState(input_id) AS judged,
     uniqExactStateIf(input_id, verdict = 'confirmed') AS confirmed,
     uniqExactStateIf(input_id, verdict = 'corrected') AS corrected,
-    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(given_at <= respond_by, 0) = 1) AS dispatched_in_time
+    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(respond_by > received_at, 0) = 1) AS dispatcher_due,
+    uniqExactStateIf(input_id, ifNull(auto, 1) = 0 AND ifNull(respond_by > received_at AND given_at <= respond_by, 0) = 1) AS dispatched_in_time
 FROM dispatch_feedback_log
 GROUP BY hour, unit, decision;
 

@@ -145,7 +145,8 @@ R1 = _decision(
     respond_by=_at(8, 5) + timedelta(days=1),
     street="香港中路街道", road="香港中路", place="五四广场",
 )
-# No deadline sent: the row builder's fallback (received_at) makes it late.
+# No deadline sent: the row builder's fallback (received_at) means none, so it is left
+# out of compliance (a decision stored before deadlines were recorded looks the same).
 R2 = _decision(
     "r2", auto=True, received=_at(8, 20), decided=_at(8, 20, 2), respond_by=None,
     channel="app", street="香港中路街道", road="香港中路",
@@ -276,9 +277,9 @@ def _by_reports(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 EXPECTED = {
     # r1..r7 in [08:00, 10:00); r8 before, r9 at the (exclusive) end. Auto: r1, r2, r7.
     # Judged automatic: r1 (confirmed), r2 (corrected); f8 is outside, f8old unknown.
-    # Due: automatic r1 (in time), r2 (late), r7 (in time); dispatchers' r3 (in time),
-    # r4 (late); r5 still waiting past its deadline. r6's deadline is ahead.
-    "totals": [(7, 3, round(3 / 7, 6), 2, 1, 0.5, 6, 3, 0.5)],
+    # Due: automatic r1 (in time), r7 (in time); dispatchers' r3 (in time), r4 (late); r5
+    # still waiting past its deadline. r6's deadline is ahead; r2 has none.
+    "totals": [(7, 3, round(3 / 7, 6), 2, 1, 0.5, 5, 3, 0.6)],
     "volume_by_hour": [
         (_h(8), "app", 1),
         (_h(8), "hotline_12345", 2),
@@ -304,8 +305,8 @@ EXPECTED = {
         (_h(9), 4, 1, 0.25, 0, 0, None),
     ],
     "compliance_by_unit": [
-        (U1, 3, 2, round(2 / 3, 6)),
         (U2, 2, 1, 0.5),
+        (U1, 2, 2, 1.0),
         ("", 1, 0, 0.0),
     ],
     # 石老人: r3 (B01) and r4 (A01), a tie: the smaller code. 金沙滩: r7 once, though

@@ -196,3 +196,33 @@ def test_dashboard_migration_backfills_what_was_stored_before(
     assert rows("SELECT auto, decided_unit, received_at FROM dispatch_feedback") == [
         (None, "", None)
     ]
+
+
+def test_analysts_sql_runs_as_the_read_only_user(
+    clickhouse_server: ClickHouseServer, unique: str
+) -> None:
+    """CITYSTREAM_CLICKHOUSE_ANALYST_USER: reads go through; writes and DDL are refused by
+    the server itself (profile readonly=2), not only by the app's guard."""
+    from streams.clickhouse import WarehouseError, open_analyst_warehouse
+    from streams.settings import Settings
+
+    settings = Settings(clickhouse_url=clickhouse_server.url,
+                        clickhouse_database=f"a_{unique}", clickhouse_analyst_user="analyst")
+    writer = ServerWarehouse(clickhouse_server.url, settings.clickhouse_database)
+    migrate(writer)
+    writer.insert("dispatch_feedback_log", [{"feedback_id": "f", "input_id": "i"}])
+    analyst = open_analyst_warehouse(settings)
+    assert analyst is not None
+    try:
+        # The analyst profile's readonly=2 is in force on this connection.
+        assert analyst.query(
+            "SELECT value FROM system.settings WHERE name = 'readonly'").scalar() == "2"
+        assert analyst.query("SELECT count() FROM dispatch_feedback").scalar() == 1
+        with pytest.raises(WarehouseError, match="(?i)readonly"):
+            analyst.insert("dispatch_feedback_log", [{"feedback_id": "x", "input_id": "y"}])
+        with pytest.raises(WarehouseError, match="(?i)readonly"):
+            analyst.command("DROP TABLE dispatch_feedback_log")
+    finally:
+        analyst.close()
+        writer.close()
+    assert open_analyst_warehouse(Settings()) is None  # embedded: the app's limits only

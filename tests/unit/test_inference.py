@@ -310,3 +310,45 @@ def test_fallback_counts_are_exact_under_threads(repo):
         assert sum(pool.map(worker, range(4))) == 40
     assert backend.fallback_count == 40
     assert primary.calls <= 4  # at most the requests in flight when it first failed
+
+
+# ------------------------------------------------------------- per-model metrics hooks
+
+
+def _policy() -> object:
+    from processors.dispatch import DispatchPolicy
+
+    return DispatchPolicy(
+        code_labels=tuple(f"A{i:02d}" for i in range(45)),
+        route_labels=tuple(f"R{i}" for i in range(20)),
+        router_weight=0.5, calibration_x=(), calibration_y=(), auto_threshold=0.9,
+        target_accuracy=0.98, model_versions={"event_classifier": "c7", "dispatch_router": "r3"},
+    )
+
+
+def test_scorer_reports_each_model_call_with_version_and_backend(repo):
+    from models.scoring import BackendScorer
+    from processors.dispatch import ModelsUnavailable
+
+    calls: list[tuple[str, str, str, bool]] = []
+    observe = lambda m, v, b, s, failed: calls.append((m, v, b, failed))  # noqa: E731
+    scorer = BackendScorer(OnnxRuntimeBackend(repo["root"]), _policy(), observe)
+    scorer.score(feeds(4))
+    assert sorted(calls) == [("dispatch_router", "r3", "onnxruntime", False),
+                             ("event_classifier", "c7", "onnxruntime", False)]
+
+    calls.clear()
+    down = BackendScorer(DownPrimary(OnnxRuntimeBackend(repo["root"])), _policy(), observe)
+    with pytest.raises(ModelsUnavailable):
+        down.score(feeds(4))
+    assert ("event_classifier", "c7", "triton-grpc", True) in calls
+
+
+def test_triton_retries_are_counted():
+    retried: list[str] = []
+    backend = TritonBackend("127.0.0.1:1", retries=2, timeout_s=0.5, backoff_s=0.0,
+                            on_retry=retried.append)
+    with pytest.raises(BackendUnavailable, match="3 attempts"):
+        backend.infer("dispatch_router", feeds(2))
+    # The first request (the model's config) fails first, after its own retries.
+    assert retried == ["config of 'dispatch_router'"] * 2

@@ -170,3 +170,19 @@ def test_simulated_dispatcher_handles_a_share_of_the_queue_some_late():
     late = sum(v.given_at > v.respond_by for v in verdicts)
     assert 0 < late < len(verdicts) / 2
     assert verdicts == units_feedback(decisions, truth, now=NOW, review_share=0.5)  # seeded
+
+
+def test_sign_in_throttle_locks_a_name_for_its_window_and_stays_bounded():
+    from web.server import SignInThrottle
+
+    throttle = SignInThrottle(limit=3, window=timedelta(minutes=15), max_names=5)
+    for minute in range(3):
+        assert not throttle.blocked("li.na", NOW + timedelta(minutes=minute))
+        throttle.failed("li.na", NOW + timedelta(minutes=minute))
+    assert throttle.blocked("li.na", NOW + timedelta(minutes=3))
+    assert not throttle.blocked("wang.fang", NOW + timedelta(minutes=3))  # per name
+    assert not throttle.blocked("li.na", NOW + timedelta(minutes=17))  # window passed
+    throttle.succeeded("li.na")
+    for i in range(50):  # made-up names, an hour apart: the stale ones are forgotten
+        throttle.failed(f"guess{i}", NOW + timedelta(hours=i))
+    assert len(throttle.failures) <= 6

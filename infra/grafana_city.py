@@ -1,0 +1,140 @@
+"""The production Grafana's city dashboard, generated from the worker's own panel queries.
+
+``schemas.dashboard`` holds the SQL the city page runs (tested on chDB and 18.16); here
+each panel's SQL is rendered with Grafana's time-range macros in place of the window's
+bounds, so Grafana and the page read the same aggregate tables with the same queries.
+
+    python -m infra.grafana_city    # rewrites grafana/dashboards/citystream-city.json
+
+A test fails when the committed file and this generator disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from schemas.dashboard import PANELS, Panel, sql_datetime
+
+DASHBOARDS = Path(__file__).resolve().parent / "production" / "grafana" / "dashboards"
+DASHBOARD = DASHBOARDS / "citystream-city.json"
+DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "clickhouse"}
+# Rendered with these bounds, then the bounds' literals swapped for Grafana's macros. The
+# hourly tables are keyed by the hour, so the start is floored to one, as the page does.
+_SINCE = datetime(2001, 2, 3, 4, 0, tzinfo=UTC)
+_UNTIL = datetime(2001, 2, 3, 9, 0, tzinfo=UTC)
+FROM_MACRO = "toStartOfHour($__fromTime)"
+TO_MACRO = "$__toTime"
+
+# How each panel is drawn: Grafana panel type, query format (0 time series, 1 table),
+# grid position, and the fields shown (None: all).
+_LAYOUT: dict[str, tuple[str, int, dict[str, int], tuple[str, ...] | None]] = {
+    "totals": ("stat", 1, {"x": 0, "y": 0, "w": 24, "h": 4},
+               ("reports", "auto_rate", "auto_accuracy", "compliance")),
+    "volume_by_hour": ("timeseries", 0, {"x": 0, "y": 4, "w": 16, "h": 9}, None),
+    "quality_by_hour": ("timeseries", 0, {"x": 16, "y": 4, "w": 8, "h": 9},
+                        ("hour", "auto_rate", "auto_accuracy")),
+    "volume_by_type": ("barchart", 1, {"x": 0, "y": 13, "w": 8, "h": 10},
+                       ("event_name", "reports")),
+    "volume_by_district": ("barchart", 1, {"x": 8, "y": 13, "w": 8, "h": 10}, None),
+    "hotspots": ("table", 1, {"x": 16, "y": 13, "w": 8, "h": 10}, None),
+    "compliance_by_unit": ("barchart", 1, {"x": 0, "y": 23, "w": 12, "h": 10},
+                           ("unit", "compliance")),
+    "top_places": ("table", 1, {"x": 12, "y": 23, "w": 12, "h": 10}, None),
+}
+_PERCENT_FIELDS = ("auto_rate", "auto_accuracy", "compliance")
+
+
+def grafana_sql(panel: Panel) -> str:
+    """The panel's SQL over Grafana's chosen time range."""
+    sql = panel.sql(_SINCE, _UNTIL)
+    since, until = sql_datetime(_SINCE), sql_datetime(_UNTIL)
+    if since not in sql or until not in sql:
+        raise ValueError(f"panel {panel.name}: its SQL does not use the window's bounds")
+    return sql.replace(since, FROM_MACRO).replace(until, TO_MACRO)
+
+
+
+def _panel_json(panel_id: int, panel: Panel) -> dict[str, Any]:
+    kind, fmt, grid, shown = _LAYOUT[panel.name]
+    doc: dict[str, Any] = {
+        "id": panel_id,
+        "type": kind,
+        "title": panel.title,
+        "datasource": DATASOURCE,
+        "gridPos": grid,
+        "fieldConfig": {
+            "defaults": {},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": name},
+                    "properties": [
+                        {"id": "unit", "value": "percentunit"},
+                        {"id": "min", "value": 0},
+                        {"id": "max", "value": 1},
+                    ],
+                }
+                for name in _PERCENT_FIELDS
+                if name in panel.columns
+            ],
+        },
+        "targets": [
+            {
+                "refId": "A",
+                "datasource": DATASOURCE,
+                "editorType": "sql",
+                "queryType": "timeseries" if fmt == 0 else "table",
+                "format": fmt,
+                "rawSql": grafana_sql(panel),
+            }
+        ],
+    }
+    if shown is not None:
+        doc["transformations"] = [
+            {
+                "id": "filterFieldsByName",
+                "options": {"include": {"names": list(shown)}},
+            }
+        ]
+    if kind == "barchart":
+        doc["options"] = {"orientation": "horizontal", "showValue": "auto"}
+    if kind == "timeseries" and panel.name == "volume_by_hour":
+        doc["fieldConfig"]["defaults"]["custom"] = {
+            "drawStyle": "bars",
+            "stacking": {"mode": "normal"},
+        }
+    return doc
+
+
+def render_dashboard() -> dict[str, Any]:
+    missing = {p.name for p in PANELS} ^ set(_LAYOUT)
+    if missing:
+        raise ValueError(f"panels and layout differ: {sorted(missing)}")
+    return {
+        "uid": "citystream-city",
+        "title": "citystream city",
+        "description": (
+            "Volumes, hotspots, automatic dispatch and response-time compliance from the "
+            "hourly aggregate tables (generated by infra/grafana_city.py from "
+            "schemas/dashboard.py: the city page's own queries)."
+        ),
+        "tags": ["citystream"],
+        "timezone": "Asia/Shanghai",
+        "schemaVersion": 39,
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "panels": [_panel_json(i, p) for i, p in enumerate(PANELS, start=1)],
+    }
+
+
+def main() -> int:
+    DASHBOARD.write_text(json.dumps(render_dashboard(), indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {DASHBOARD}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
