@@ -48,7 +48,7 @@ system-deps: ## install Debian packages the stack needs, where absent (Java, Mav
 
 # Retrained when what they are made from changes: the code that simulates, featurises,
 # trains or decides, or the domain file.
-MODEL_SOURCES := $(filter-out models/simulator/feedback.py,$(wildcard models/features.py models/linear.py models/train.py models/export.py models/repository.py models/triton/*.py models/simulator/*.py processors/dispatch.py processors/dispatch_rule.py processors/address.py processors/gazetteer.py)) ../shared/domain/qingdao.json
+MODEL_SOURCES := $(filter-out models/simulator/feedback.py models/simulator/bursts.py,$(wildcard models/features.py models/linear.py models/train.py models/export.py models/repository.py models/triton/*.py models/simulator/*.py processors/dispatch.py processors/dispatch_rule.py processors/address.py processors/gazetteer.py)) ../shared/domain/qingdao.json
 $(MODELS): $(STAMP) $(MODEL_SOURCES)
 	$(CITYSTREAM) train
 

@@ -6,6 +6,7 @@ ClickHouse here, so the live agent, the batch tools and the tests run this same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from processors.appeal_analysis import analyse
+from processors.content_screen import screen
+from processors.pii import mask
 from schemas.domain import Domain
 from schemas.errors import DeadLetter, ErrorKind, RecordError
 from schemas.records import (
@@ -59,6 +63,9 @@ class StoredRow:
     table: str
     record_id: str
     row: dict[str, Any]
+    # Rows for other tables from the same message (the raw appeal for the restricted
+    # table, a decision's model-audit rows): stored in the same batch.
+    extra: tuple[StoredRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,9 @@ class IngestContext:
     kinds_by_topic: dict[str, str]
     max_text_chars: int
     max_message_bytes: int
+    # Appeal analysis and the content screen (the dispatch stage reads the same messages
+    # through ingest for validation and masking only, and turns this off).
+    analyse_appeals: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +200,7 @@ def _city_event_row(
         event_type = domain.event_types.get(rec.code)
         if event_type is None:
             raise RecordError(ErrorKind.UNKNOWN_CODE, f"code {rec.code!r} is not in the taxonomy")
+    description = mask(normalise_text(rec.description, ctx.max_text_chars, "description"))
     row = {
         "event_id": rec.event_id,
         "source": rec.source,
@@ -206,12 +217,14 @@ def _city_event_row(
         "event_class": event_type.event_class if event_type else "",
         "event_name": event_type.name if event_type else "",
         "urgency": event_type.urgency if event_type else "",
-        "description": normalise_text(rec.description, ctx.max_text_chars, "description"),
+        # Content safety first: an inspector's note may name a resident or a number.
+        "description": description.text,
         "reporter_id": rec.reporter_id or "",
         "warnings": list(place.warnings),
         "schema_version": rec.schema_version,
         **_kafka_columns(msg),
     }
+    row["pii_types"] = sorted({span.type for span in description.spans})
     return StoredRow("city_events_log", rec.event_id, row)
 
 
@@ -219,23 +232,52 @@ def _appeal_row(
     rec: CitizenAppeal, msg: SourceMessage, ctx: IngestContext, received_at: datetime
 ) -> StoredRow:
     place = resolve_place(ctx.domain, rec.district, None, None, strict=False)
-    text = normalise_text(rec.text, ctx.max_text_chars, "text")
+    raw_text = normalise_text(rec.text, ctx.max_text_chars, "text")
+    raw_address = _optional_text(rec.address, 500, "address")
+    # Content safety first in the path: what is stored here and sent to any model is the
+    # masked text; the raw text goes only to the restricted table (admin role).
+    masked = mask(raw_text)
+    text = masked.text
+    analysis = analyse(text, rec.channel, None, ctx.domain) if ctx.analyse_appeals else None
+    screened = screen(text) if ctx.analyse_appeals else None
     row = {
         "appeal_id": rec.appeal_id,
         "channel": rec.channel,
         "received_at": utc_naive(rec.received_at),
         **_timing(msg, rec.received_at, received_at),
         "text": text,
-        "text_chars": len(text),
+        "text_chars": len(raw_text),
         "district": place.district,
-        "address": _optional_text(rec.address, 500, "address"),
+        "address": mask(raw_address).text,
         # The caller's name and number are personal data: only whether they were given.
         "has_caller_contact": int(bool(rec.caller_phone or rec.caller_name)),
         "warnings": list(place.warnings),
         "schema_version": rec.schema_version,
         **_kafka_columns(msg),
+        "pii_types": sorted({span.type for span in masked.spans}),
+        "urgency": analysis.urgency if analysis else "",
+        "urgency_reasons": list(analysis.urgency_reasons) if analysis else [],
+        "sentiment": analysis.sentiment if analysis else "",
+        "sentiment_score": analysis.sentiment_score if analysis else 0.0,
+        "repeat_complaint": int(analysis.repeat_complaint) if analysis else 0,
+        "content_flags": list(screened.flags) if screened else [],
+        "screen_score": screened.score if screened else 0.0,
     }
-    return StoredRow("citizen_appeals_log", rec.appeal_id, row)
+    raw = StoredRow(
+        "citizen_appeals_raw_log",
+        rec.appeal_id,
+        {
+            "appeal_id": rec.appeal_id,
+            "received_at": utc_naive(rec.received_at),
+            "text": raw_text,
+            "address": raw_address,
+            "caller_name": rec.caller_name or "",
+            "caller_phone": rec.caller_phone or "",
+            **_kafka_columns(msg),
+        },
+    )
+    return StoredRow("citizen_appeals_log", rec.appeal_id, row, extra=(raw,))
+
 
 
 def _frame_row(
@@ -298,7 +340,38 @@ def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
         "decided_at_ms": int(rec.decided_at.timestamp() * 1000),
         **_kafka_columns(msg),
     }
-    return StoredRow("dispatch_decisions_log", rec.input_id, row)
+    return StoredRow("dispatch_decisions_log", rec.input_id, row, extra=_audit_rows(rec, msg))
+
+
+def _audit_rows(rec: DispatchDecision, msg: SourceMessage) -> tuple[StoredRow, ...]:
+    """Every model output, audited: which model and version saw which input (by hash:
+    the text itself is in the decision, masked) and what it answered."""
+    digest = hashlib.sha256(rec.text.encode("utf-8")).hexdigest()
+    produced_ms = int(rec.decided_at.timestamp() * 1000)
+    outputs = {
+        "event_classifier": {"code": rec.code, "alt_codes": [a.code for a in rec.alternatives]},
+        "dispatch_router": {
+            "route": rec.route,
+            "unit": rec.unit,
+            "confidence": rec.confidence,
+            "alt_routes": [a.route for a in rec.alternatives],
+        },
+    }
+    rows = []
+    for model, version in sorted(rec.model_versions.items()):
+        rows.append(StoredRow("model_audit_log", f"{rec.input_id}:{model}", {
+            "input_id": rec.input_id,
+            "model": model,
+            "version": version,
+            "input_hash": digest,
+            "output": json.dumps(outputs.get(model, {}), ensure_ascii=False, sort_keys=True),
+            "backend": rec.backend,
+            "processor": "dispatch",
+            "produced_at": utc_naive(rec.decided_at),
+            "produced_at_ms": produced_ms,
+            **_kafka_columns(msg),
+        }))
+    return tuple(rows)
 
 
 def _feedback_row(rec: DispatchFeedback, msg: SourceMessage) -> StoredRow:
@@ -397,7 +470,8 @@ def group_outcomes(outcomes: list[StoredRow | DeadLetter]) -> Batch:
     batch = Batch({}, [])
     for outcome in outcomes:
         if isinstance(outcome, StoredRow):
-            batch.rows_by_table.setdefault(outcome.table, []).append(outcome.row)
+            for stored in (outcome, *outcome.extra):
+                batch.rows_by_table.setdefault(stored.table, []).append(stored.row)
         else:
             batch.dead_letters.append(outcome)
             batch.rows_by_table.setdefault(DEAD_LETTERS_TABLE, []).append(dead_letter_row(outcome))

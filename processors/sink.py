@@ -80,6 +80,11 @@ class ClickHouseSink:
             self._executor, self._warehouse.query, sql, settings
         )
 
+    def query_blocking(self, sql: str, settings: Mapping[str, Any] | None = None) -> Any:
+        """The same read from another thread (a report being written): still on the
+        sink's thread, one statement at a time."""
+        return self._executor.submit(self._warehouse.query, sql, settings).result()
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._warehouse.close()

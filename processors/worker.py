@@ -10,6 +10,7 @@ the messages come again and the ReplacingMergeTree tables absorb the repeat.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
@@ -71,6 +72,9 @@ class DispatchStage:
 
     dispatcher: Dispatcher
     executor: ThreadPoolExecutor
+    # Ingest's validation and masking without the appeal analysis (the ingest agent
+    # does that once, for storage).
+    context: IngestContext
 
 
 @dataclass
@@ -377,7 +381,43 @@ def create_app(state: WorkerState) -> faust.App:
         )
 
     add_web_routes(app, state)
+    if settings.reports_enabled:
+        add_report_timer(app, state)
     return app
+
+
+def add_report_timer(app: faust.App, state: WorkerState) -> None:
+    """The day's report after midnight (the week's on Mondays, the month's on the 1st),
+    written by whichever worker runs the timer; a report already on disk is not redone,
+    so a restart or a second worker does no harm beyond a repeated check."""
+    from processors.content_screen import screen
+    from processors.report_run import generate_due_reports
+    from web.views import city_labels
+
+    settings = state.settings
+    classes = city_labels(state.context.domain)["event_classes"]
+    # One report at a time: the chart code sets matplotlib's global state while drawing.
+    report_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
+
+    class SinkQueries:
+        def query(self, sql: str, limits: Mapping[str, Any] | None = None) -> Any:
+            return state.sink.query_blocking(sql, limits)
+
+    def write_due() -> list[Any]:
+        return generate_due_reports(
+            SinkQueries(), datetime.now(UTC), screen, settings.reports_path,
+            event_classes=classes,
+        )
+
+    @app.timer(interval=300)
+    async def reports_due() -> None:
+        try:
+            written = await asyncio.get_running_loop().run_in_executor(report_thread, write_due)
+        except Exception as exc:  # noqa: BLE001 - a failed report must not stop the worker
+            log.error("periodic report failed: %r", exc)
+            return
+        for files in written:
+            log.info("report written: %s (%.1f s)", files.html_path, files.seconds)
 
 
 def add_web_routes(app: faust.App, state: WorkerState) -> None:
@@ -464,7 +504,7 @@ def add_dispatch_agent(
         for event in events:
             msg = _source_message(event)
             try:
-                request = read_request(msg, state.context, now)
+                request = read_request(msg, stage.context, now)
             except Exception:  # noqa: BLE001 - the ingest agent dead-letters this message
                 log.exception("dispatch could not read %s[%d]@%d", msg.topic, msg.partition,
                               msg.offset)
@@ -529,7 +569,7 @@ def add_dispatch_agent(
 
 
 def build_dispatch_stage(
-    settings: Settings, domain: Domain, metrics: IngestMetrics
+    settings: Settings, domain: Domain, metrics: IngestMetrics, context: IngestContext
 ) -> DispatchStage:
     executor = ThreadPoolExecutor(
         max_workers=settings.dispatch_concurrency, thread_name_prefix="dispatch"
@@ -545,7 +585,9 @@ def build_dispatch_stage(
         observe=metrics.observe_model_call,
         on_retry=lambda request: metrics.inference_retries.labels(request).inc(),
     )
-    return DispatchStage(Dispatcher(domain, policy, live_analyser(domain), scorer), executor)
+    return DispatchStage(
+        Dispatcher(domain, policy, live_analyser(domain), scorer), executor, context
+    )
 
 
 def build_state(settings: Settings, warehouse: Any) -> WorkerState:
@@ -560,7 +602,9 @@ def build_state(settings: Settings, warehouse: Any) -> WorkerState:
     sink = ClickHouseSink(warehouse, metrics, settings.sink_retry_max_backoff_s)
     dispatch = None
     if settings.dispatch_enabled:
-        dispatch = build_dispatch_stage(settings, domain, metrics)
+        dispatch = build_dispatch_stage(
+            settings, domain, metrics, dataclasses.replace(context, analyse_appeals=False)
+        )
     return WorkerState(
         settings=settings, context=context, sink=sink, metrics=metrics, dispatch=dispatch
     )

@@ -32,6 +32,12 @@ _PLACE = {
 }
 
 
+_PII_TYPES = (
+    "kinds of personal data masked in the text (phone, landline, id_card, plate, "
+    "bank_card, email, name)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ViewDoc:
     name: str
@@ -55,10 +61,11 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "event_class": "the code's class (市容环境, 街面秩序, ...)",
             "event_name": "the code's name",
             "urgency": "critical, urgent or normal (response times in the domain file)",
-            "description": "the report's text, normalised",
+            "description": "the report's text, normalised, personal data masked",
             "reporter_id": "inspector or device id",
             **{k: _INGEST[k] for k in ("warnings", "schema_version")},
             **_KAFKA,
+            "pii_types": _PII_TYPES,
         },
     ),
     ViewDoc(
@@ -69,13 +76,24 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "channel": "hotline_12345, app, wechat, web, letter or other",
             "received_at": "when the channel received it (UTC)",
             **{k: _INGEST[k] for k in ("ingested_at", "ingest_latency_ms", "report_delay_s")},
-            "text": "the appeal's text, normalised",
-            "text_chars": "its length in characters",
+            "text": "the appeal's text, normalised, personal data masked ([手机号], 王某, ...)",
+            "text_chars": "the original text's length in characters",
             "district": _PLACE["district"],
-            "address": "free-text address given with the appeal",
-            "has_caller_contact": "1 if a name or phone was given (neither is stored)",
+            "address": "free-text address given with the appeal (masked like the text)",
+            "has_caller_contact": "1 if a name or phone was given (only the admin-only raw "
+            "table keeps them)",
             **{k: _INGEST[k] for k in ("warnings", "schema_version")},
             **_KAFKA,
+            "pii_types": _PII_TYPES,
+            "urgency": "critical, urgent or normal, from the text (danger words, vulnerable "
+            "people, repeated calls) and the event type",
+            "urgency_reasons": "what raised the urgency",
+            "sentiment": "negative, neutral or positive",
+            "sentiment_score": "-1 (angry) .. 1 (grateful)",
+            "repeat_complaint": "1 if the caller says an earlier report was not handled",
+            "content_flags": "abusive or sensitive content found (abuse, threat, self_harm, "
+            "discrimination, sensitive, bribery)",
+            "screen_score": "the content screen's score, 0..1 (flagged from 0.5)",
         },
     ),
     ViewDoc(
@@ -242,6 +260,22 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "corrected": "of them, with a correction",
             "dispatcher_due": "reviewed reports with a dispatcher's verdict and a deadline",
             "dispatched_in_time": "reviewed reports whose verdict came by their deadline",
+        },
+    ),
+    ViewDoc(
+        "model_audit",
+        "one output of one model for one report (every model call is audited)",
+        {
+            "input_id": "the report the model saw",
+            "model": "model name (event_classifier, dispatch_router, ...)",
+            "version": "model version (a hash of its weights)",
+            "input_hash": "SHA-256 of the (masked) text the model saw",
+            "output": "what it answered (JSON)",
+            "backend": "what ran it (triton-grpc, onnxruntime, ...)",
+            "processor": "the stage that called it (dispatch, ...)",
+            "produced_at": "when (UTC)",
+            "produced_at_ms": "when, in milliseconds (one row per output)",
+            **_KAFKA,
         },
     ),
 )

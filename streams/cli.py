@@ -111,6 +111,47 @@ def _read_only_query(settings: Settings, sql: str) -> Any:
     return query_worker(settings.web_host, settings.web_port, sql, api_token(settings))
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from processors.content_screen import screen
+    from processors.report import default_end
+    from processors.report_run import WorkerQueries, generate_report
+    from schemas.domain import Domain
+    from streams.clickhouse import WarehouseError, open_analyst_warehouse, open_warehouse
+    from streams.query import QueryRefused, WorkerUnavailable, api_token
+    from web.views import city_labels
+
+    end = date.fromisoformat(args.end) if args.end else default_end(datetime.now(UTC))
+    classes = city_labels(Domain.load(settings.domain_file))["event_classes"]
+    out_dir = Path(args.out_dir) if args.out_dir else settings.reports_path
+    warehouse: Any = None
+    if settings.clickhouse_url:
+        warehouse = open_analyst_warehouse(settings) or open_warehouse(settings)
+        source: Any = warehouse
+    else:
+        # Embedded mode: the worker holds chDB, so its /query answers (analyst token).
+        source = WorkerQueries(settings.web_host, settings.web_port, api_token(settings))
+    try:
+        files = generate_report(source, args.period, end, screen, out_dir,
+                                pdf=not args.no_pdf, event_classes=classes)
+    except (WarehouseError, QueryRefused) as exc:
+        print(f"citystream: {exc}", file=sys.stderr)
+        return 1
+    except WorkerUnavailable as exc:
+        print(f"citystream: {exc}; start it with `make run`", file=sys.stderr)
+        return 1
+    finally:
+        if warehouse is not None:
+            warehouse.close()
+    print(f"{args.period} report to {end}: {files.html_path}")
+    if files.pdf_path:
+        print(f"PDF: {files.pdf_path}")
+    print(f"{files.seconds:.1f} s; {files.withheld} item(s) withheld by the content screen")
+    print(files.summary)
+    return 0
+
+
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     from web.accounts_cli import run
 
@@ -412,6 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--review-share", type=float, default=0.5,
                    help="share of the review queue a simulated dispatcher handles")
 
+    p = sub.add_parser(
+        "report", help="write a day/week/month report (HTML, and PDF) from ClickHouse"
+    )
+    p.add_argument("--period", choices=("day", "week", "month"), default="day")
+    p.add_argument("--end", default=None,
+                   help="last day covered, YYYY-MM-DD (default: yesterday, Asia/Shanghai)")
+    p.add_argument("--out-dir", default=None, help="default: var/reports")
+    p.add_argument("--no-pdf", action="store_true")
+
     p = sub.add_parser("replay", help="replay a JSON Lines file into the input topics")
     p.add_argument("file")
     p.add_argument("--rate", type=float, default=0, help="messages per second (0: unpaced)")
@@ -471,6 +521,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "replay": cmd_replay,
     "users": cmd_users,
+    "report": cmd_report,
     "units-feedback": cmd_units_feedback,
     "wait": cmd_wait,
     "query": cmd_query,

@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     # `citystream users ensure-local` writes for the local stack's analyst.
     api_token: SecretStr | None = None
 
+    # --- Reports -----------------------------------------------------------------
+    # Where `citystream report` and the worker's daily timer write them. Unset:
+    # <var_dir>/reports.
+    report_dir: Path | None = None
+    # The worker writes the day's (and on Mondays the week's, on the 1st the month's)
+    # report after midnight, Asia/Shanghai.
+    reports_enabled: bool = True
+
     # --- Worker ----------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
@@ -123,6 +131,10 @@ class Settings(BaseSettings):
     @property
     def accounts_path(self) -> Path:
         return self.users_file or (self.var_dir / "users.json")
+
+    @property
+    def reports_path(self) -> Path:
+        return self.report_dir or (self.var_dir / "reports")
 
     @property
     def chdb_data_path(self) -> Path:

@@ -13,6 +13,7 @@ role, SQL and the city dashboard the analyst role; admin has both.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "citystream_session"
+# Tables of unmasked personal data: the admin role only (on a server, the analyst user has
+# no grant on them either).
+_RESTRICTED = re.compile(r"citizen_appeals_raw", re.IGNORECASE)
 _RECORD_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 # Pages may load their own scripts and styles only; ECharts sets inline styles.
 _SECURITY_HEADERS = {
@@ -314,7 +318,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     async def query(request: web.Request) -> web.StreamResponse:
         """Read-only SQL: ``sql`` in the query string (GET) or the body (POST, text);
         ``format`` = json (a document with columns, types, rows), csv, table or jsonl."""
-        require(request, Role.ANALYST)
+        principal = require(request, Role.ANALYST)
         sql = request.query.get("sql", "")
         if request.method == "POST":
             sql = await request.text()
@@ -325,6 +329,8 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
             statement = read_only(sql)
         except QueryRefused as exc:
             return _error(str(exc), 400)
+        if principal.role is not Role.ADMIN and _RESTRICTED.search(statement):
+            return _error("the raw appeals (unmasked personal data) need the admin role", 403)
         settings = ctx.settings
         limits = query_limits(statement, settings.query_max_rows, settings.query_max_seconds)
         try:

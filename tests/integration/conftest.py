@@ -159,3 +159,37 @@ def triton(tmp_path_factory: pytest.TempPathFactory, triton_repository: Path) ->
     server.start(timeout_s=90)
     yield server
     server.stop()
+
+
+# ------------------------------------------------ tests that store rows through ingest
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Any:
+    """The ingest context tests store decisions and verdicts through (no topic prefix)."""
+    from processors.ingest import IngestContext
+    from schemas.domain import Domain
+    from streams.topics import kinds_by_topic
+
+    settings = Settings(topic_prefix="")
+    return IngestContext(
+        domain=Domain.load(settings.domain_file),
+        kinds_by_topic=kinds_by_topic(settings),
+        max_text_chars=settings.max_text_chars,
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+
+@pytest.fixture(params=["chdb", "server"])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterator[Any]:
+    """A fresh database on each engine: chDB in a temporary directory, and the session's
+    clickhouse-server 18.16."""
+    from streams.clickhouse import ChdbWarehouse, ServerWarehouse
+
+    if request.param == "chdb":
+        wh = ChdbWarehouse(tmp_path / "chdb", f"w_{unique}")
+    else:
+        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+        wh = ServerWarehouse(server.url, f"w_{unique}")
+    yield wh
+    wh.close()

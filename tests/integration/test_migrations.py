@@ -40,6 +40,10 @@ TABLES = {
     "reports_hourly",
     "places_hourly",
     "feedback_hourly",
+    # 0004: the admin-only raw appeals, the model audit.
+    "citizen_appeals_raw_log",
+    "model_audit_log",
+    "model_audit",
 }
 
 
@@ -167,7 +171,7 @@ def test_dashboard_migration_backfills_what_was_stored_before(
         "kafka_topic": "t", "kafka_partition": 0, "kafka_offset": 2,
     }])
 
-    assert [m.version for m in migrate(warehouse)] == [3]
+    assert [m.version for m in migrate(warehouse)] == [3, 4]
 
     def rows(sql: str) -> list[tuple[object, ...]]:
         return [

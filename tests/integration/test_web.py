@@ -219,6 +219,45 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def test_personal_data_is_masked_before_storage_and_models(live: LiveStack) -> None:
+    """Appeals are stored and dispatched masked; the raw text is in the restricted table,
+    which only the admin role reads; every model output is audited."""
+    import hashlib
+    import re
+
+    analyst = live.client(token=api_token(live.settings))
+    rows = analyst.get("/query?format=jsonl&sql=" + _q(
+        "SELECT appeal_id, text, pii_types FROM citizen_appeals "
+        f"WHERE appeal_id LIKE '{live.run_id}-%' AND has(pii_types, 'phone')")).text
+    masked = [orjson.loads(line) for line in rows.splitlines()]
+    assert masked, "the simulator writes callers' numbers into some appeals"
+    mobile = re.compile(r"1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}")
+    assert not any(mobile.search(r["text"]) for r in masked)
+    assert all("[手机号]" in r["text"] for r in masked)
+    ids = ", ".join(f"'{r['appeal_id']}'" for r in masked)
+    decided = analyst.get("/query?format=jsonl&sql=" + _q(
+        f"SELECT input_id, text FROM dispatch_decisions WHERE input_id IN ({ids})")).text
+    decisions = [orjson.loads(line) for line in decided.splitlines()]
+    assert decisions and not any(mobile.search(d["text"]) for d in decisions)
+
+    raw_sql = _q(f"SELECT text FROM citizen_appeals_raw_log WHERE appeal_id IN ({ids})")
+    refused = analyst.get("/query?sql=" + raw_sql)
+    assert refused.status == 403 and "admin" in refused.json()["error"]
+    raw = live.client("admin").get("/query?sql=" + raw_sql).json()["rows"]
+    assert len(raw) == len(masked) and all(mobile.search(r[0]) for r in raw)
+
+    audit = analyst.get("/query?format=jsonl&sql=" + _q(
+        "SELECT input_id, model, version, input_hash, output FROM model_audit "
+        f"WHERE input_id IN ({ids})")).text
+    audited = [orjson.loads(line) for line in audit.splitlines()]
+    assert {(a["input_id"], a["model"]) for a in audited} == {
+        (d["input_id"], m) for d in decisions for m in ("dispatch_router", "event_classifier")}
+    texts = {d["input_id"]: d["text"] for d in decisions}
+    assert all(a["input_hash"] == hashlib.sha256(texts[a["input_id"]].encode()).hexdigest()
+               for a in audited)
+    assert all(a["version"] for a in audited)
+
+
 # --------------------------------------------------------------------- in a real browser
 
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"

@@ -55,6 +55,7 @@ def test_group_outcomes_groups_rows_per_table_in_order(ctx: IngestContext) -> No
     assert set(batch.rows_by_table) == {
         "city_events_log",
         "citizen_appeals_log",
+        "citizen_appeals_raw_log",  # the unmasked appeal, for the admin-only table
         DEAD_LETTERS_TABLE,
     }
     assert [r["event_id"] for r in batch.rows_by_table["city_events_log"]] == ["E1", "E2"]
