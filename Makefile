@@ -74,6 +74,7 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""
+	@$(CITYSTREAM) report --period day --end $$(TZ=Asia/Shanghai date +%F) | head -3
 	@echo "Board     $(WEB)/board   (dispatchers: live decisions, review queue)"
 	@echo "City      $(WEB)/city    (analysts: volumes, hotspots, accuracy, compliance)"
 	@echo "Sign in   with the accounts in $(CREDENTIALS) (made for this machine only)"

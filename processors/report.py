@@ -1670,7 +1670,7 @@ def render_pdf(doc: ReportDocument, charts: Mapping[str, bytes], font: CjkFont) 
     def text(value: str, size: float = 10, style: str = "", grey: bool = False) -> None:
         pdf.set_font("cjk", style, size)
         pdf.set_text_color(110 if grey else 20)
-        pdf.multi_cell(width, size * 0.55, value, align="L", **line)
+        pdf.multi_cell(width, size * 0.55, _pdf_safe(value), align="L", **line)
         pdf.ln(1.5)
 
     text(doc.title, 16, bold)
@@ -1697,6 +1697,12 @@ def render_pdf(doc: ReportDocument, charts: Mapping[str, bytes], font: CjkFont) 
     return bytes(pdf.output())
 
 
+def _pdf_safe(value: str) -> str:
+    """Emoji and other characters beyond the CJK font's range are left out of the PDF
+    (the HTML keeps them): the font has no glyphs for them."""
+    return "".join(ch for ch in value if ord(ch) <= 0xFFFF)
+
+
 def _pdf_table(pdf: Any, table: Table, bold: str) -> None:
     pdf.set_font("cjk", "", 8)
     pdf.set_text_color(20)
@@ -1709,14 +1715,14 @@ def _pdf_table(pdf: Any, table: Table, bold: str) -> None:
     ) as out:
         head = out.row()
         for column in table.columns:
-            head.cell(column)
+            head.cell(_pdf_safe(column))
         for row in table.rows:
             cells = out.row()
             if isinstance(row, Withheld):
-                cells.cell(row.note, colspan=len(table.columns), align="LEFT")
+                cells.cell(_pdf_safe(row.note), colspan=len(table.columns), align="LEFT")
             else:
                 for value in row:
-                    cells.cell(value)
+                    cells.cell(_pdf_safe(value))
 
 
 def _heading_style(bold: bool) -> Any:

@@ -296,6 +296,8 @@ def create_app(state: WorkerState) -> faust.App:
         # Delivery confirmed before the source offsets may be acked.
         await asyncio.gather(*pending)
 
+    ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+
     async def store_batch(stream: StreamT, events: list[EventT]) -> None:
         await store_messages([_source_message(event) for event in events])
         for event in events:
@@ -304,10 +306,13 @@ def create_app(state: WorkerState) -> faust.App:
     async def store_messages(messages: list[SourceMessage]) -> None:
         """Make a batch durable: rows inserted, dead letters delivered."""
         now = datetime.now(UTC)
-        outcomes = []
         for msg in messages:
             metrics.events_in.labels(msg.topic).inc()
-            outcomes.append(process_safely(msg, state.context, now))
+        # Validation, masking and appeal analysis on a thread of their own: the event loop
+        # stays free for the dispatch agent's deliveries and the web pages.
+        outcomes = await asyncio.get_running_loop().run_in_executor(
+            ingest_thread, lambda: [process_safely(m, state.context, now) for m in messages]
+        )
         batch = group_outcomes(outcomes)
         await state.sink.write(batch.rows_by_table)
         await publish_dead_letters(batch.dead_letters)
@@ -464,6 +469,29 @@ def add_web_routes(app: faust.App, state: WorkerState) -> None:
     add_routes(app.web.web_app, ctx)
 
 
+def _read_and_decide(
+    stage: DispatchStage, messages: list[SourceMessage], arrived: float
+) -> tuple[list[DispatchRequest | None], list[DispatchDecision | Exception]]:
+    """Each message as a request (None: ingest refuses it and dead-letters it once), then
+    the decisions for the readable ones."""
+    now = datetime.now(UTC)
+    requests: list[DispatchRequest | None] = []
+    for msg in messages:
+        try:
+            requests.append(read_request(msg, stage.context, now))
+        except Exception:  # noqa: BLE001 - the ingest agent dead-letters this message
+            log.exception("dispatch could not read %s[%d]@%d", msg.topic, msg.partition,
+                          msg.offset)
+            requests.append(None)
+    readable = [r for r in requests if r is not None]
+    queued = [
+        max(arrived - msg.timestamp.timestamp(), 0.0) * 1000
+        for msg, r in zip(messages, requests, strict=True)
+        if r is not None
+    ]
+    return requests, _decide_isolated(stage.dispatcher, readable, queued)
+
+
 def _decide_isolated(
     dispatcher: Dispatcher, requests: list[DispatchRequest], queued_ms: list[float]
 ) -> list[DispatchDecision | Exception]:
@@ -499,26 +527,19 @@ def add_dispatch_agent(
 
     async def dispatch_batch(stream: StreamT, events: list[EventT]) -> None:
         arrived = time.time()
-        requests, queued, kept = [], [], []
-        now = datetime.now(UTC)
-        for event in events:
-            msg = _source_message(event)
-            try:
-                request = read_request(msg, stage.context, now)
-            except Exception:  # noqa: BLE001 - the ingest agent dead-letters this message
-                log.exception("dispatch could not read %s[%d]@%d", msg.topic, msg.partition,
-                              msg.offset)
-                request = None
+        messages = [_source_message(event) for event in events]
+        # Reading (validation, masking) and deciding both run on the stage's thread: the
+        # event loop stays free for the other agents and the web pages.
+        requests, results = await asyncio.get_running_loop().run_in_executor(
+            stage.executor, _read_and_decide, stage, messages, arrived
+        )
+        kept = []
+        for event, msg, request in zip(events, messages, requests, strict=True):
             if request is None:
                 metrics.dispatch_skipped.labels(msg.topic).inc()
-                continue
-            requests.append(request)
-            queued.append(max(arrived - event.message.timestamp, 0.0) * 1000)
-            kept.append(event)
-        metrics.dispatch_batch_size.observe(len(requests))
-        results = await asyncio.get_running_loop().run_in_executor(
-            stage.executor, _decide_isolated, stage.dispatcher, requests, queued
-        )
+            else:
+                kept.append(event)
+        metrics.dispatch_batch_size.observe(len(kept))
         pending, failed = [], []
         for event, result in zip(kept, results, strict=True):
             if isinstance(result, Exception):
