@@ -33,6 +33,7 @@ SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
     "video_frame": frozenset({1}),
     "dispatch_decision": frozenset({1}),
     "dispatch_feedback": frozenset({1}),
+    "case_link": frozenset({1}),
     "detection": frozenset({1}),
 }
 
@@ -199,6 +200,20 @@ class DispatchFeedback(_Wire):
     respond_by: Timestamp | None = None
 
 
+class CaseLink(_Wire):
+    """A report's case: the reports about one problem at one place within a window share
+    a case (the first report's id). ``absorbed``: cases found to be this one too."""
+
+    kind: Literal["case_link"]
+    input_id: RecordId
+    case_id: RecordId
+    merge_key: Annotated[StrictStr, Field(max_length=200)]
+    merged: bool
+    reporters: Annotated[int, Field(ge=1)]
+    absorbed: tuple[RecordId, ...] = ()
+    linked_at: Timestamp
+
+
 class Detection(_Wire):
     """One object found in a frame by the vision stage."""
 
@@ -213,7 +228,7 @@ class Detection(_Wire):
 
 
 InputRecord = CityEvent | CitizenAppeal | VideoFrameRef
-Record = InputRecord | DispatchDecision | DispatchFeedback | Detection
+Record = InputRecord | DispatchDecision | DispatchFeedback | CaseLink | Detection
 
 _MODELS: dict[str, type[Record]] = {
     "city_event": CityEvent,
@@ -221,6 +236,7 @@ _MODELS: dict[str, type[Record]] = {
     "video_frame": VideoFrameRef,
     "dispatch_decision": DispatchDecision,
     "dispatch_feedback": DispatchFeedback,
+    "case_link": CaseLink,
     "detection": Detection,
 }
 
