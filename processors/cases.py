@@ -23,8 +23,9 @@ from processors.merge import (
 )
 from schemas.records import CaseLink, DispatchDecision
 
-# Links remembered per key for repeats (a restart repeats at most the uncommitted tail).
-RECENT_LINKS = 2000
+# Links remembered per key for repeats: a restart repeats at most the uncommitted tail
+# (about a second), and every table update rewrites the whole value, so keep it small.
+RECENT_LINKS = 64
 
 
 @dataclass(frozen=True, slots=True)
