@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline import isolated_settings
+from pipeline import isolated_settings, started_triton
 
 from infra.services import ClickHouseServer, KafkaBroker, free_ports
 from infra.worker_process import WorkerProcess
@@ -73,19 +73,7 @@ def dispatch_triton(
     tmp_path_factory: pytest.TempPathFactory, trained_models: TrainedModels
 ) -> Iterator[Any]:
     """tritonserver serving the trained dispatch models."""
-    from infra.triton import TritonServer
-
-    http_port, grpc_port, metrics_port = free_ports(3)
-    server = TritonServer(
-        tmp_path_factory.mktemp("dispatch-triton"),
-        trained_models.repository,
-        http_port,
-        grpc_port,
-        metrics_port,
-        REPO_ROOT / ".cache",
-    )
-    server.env.ensure()
-    server.start(timeout_s=90)
+    server = started_triton(tmp_path_factory.mktemp("dispatch-triton"), trained_models.repository)
     yield server
     server.stop()
 

@@ -45,3 +45,17 @@ def isolated_settings(bootstrap: str, root: Path, unique: str, models: Any) -> S
         lag_poll_interval_s=1.0,
         kafka_session_timeout_s=6.0,
     )
+
+
+def started_triton(home: Path, repository: Path) -> Any:
+    """A tritonserver on free ports serving ``repository`` (stop it when done)."""
+    from infra.services import free_ports
+    from infra.triton import TritonServer
+    from streams.settings import REPO_ROOT
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(home, repository, http_port, grpc_port, metrics_port,
+                          REPO_ROOT / ".cache")
+    server.env.ensure()
+    server.start(timeout_s=90)
+    return server

@@ -1,0 +1,250 @@
+"""Similar past cases: pure search logic over case embeddings (no I/O here).
+
+A search ranks the past cases that pass the filters (what is known about the new case:
+its event code if classified, its district if resolved, a time window) by cosine
+similarity. Embeddings are L2-normalised (``models.embedding``), so cosine = dot product.
+
+Two paths, one order:
+
+* ``similar_sql``: a ClickHouse query over ``case_embeddings``. It avoids
+  ``cosineDistance``/``dotProduct`` (absent from Debian's 18.16 server) and computes
+  ``arraySum(arrayMap((x, y) -> x * y, embedding, [q...]))``, which runs there and on chDB.
+* ``rank_in_memory``: the same ranking with numpy, for the hot recent window the worker
+  keeps in memory.
+
+Scores are bit-identical between the two: the query vector is sent as the exact float64
+value of each float32 component, each product of a float32 and such a float64 is exact in
+float64, and both sum the products left to right (ClickHouse's arraySum, numpy's cumsum).
+Ties are broken by case_id ascending in both, so the top k is the same list.
+
+Table layout expected (the migration owns it)::
+
+    case_embeddings (case_id String, code String, district String, reported_at DateTime,
+                     embedding Array(Float32))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+CODE_RE = re.compile(r"^[A-Z][0-9]{2}$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_K = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """What is known about the new case; None = not known, no filter.
+
+    ``since`` is inclusive and ``until`` exclusive; naive datetimes are taken as UTC (the
+    warehouse's DateTime columns are UTC). ``exclude_case_id`` leaves out the new case
+    itself when it is already stored.
+    """
+
+    code: str | None = None
+    district: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    exclude_case_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code is not None and not CODE_RE.match(self.code):
+            raise ValueError(f"event code {self.code!r} must match {CODE_RE.pattern}")
+        for name in ("district", "exclude_case_id"):
+            value = getattr(self, name)
+            if value is not None and (not value or _CONTROL_RE.search(value)):
+                raise ValueError(f"{name} {value!r} must be non-empty, without control chars")
+        if self.since and self.until and _utc(self.since) >= _utc(self.until):
+            raise ValueError(f"empty time window: since {self.since} >= until {self.until}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarCase:
+    case_id: str
+    code: str
+    district: str
+    reported_at: datetime  # naive UTC
+    score: float
+
+
+@dataclass(frozen=True)
+class CaseWindow:
+    """Past cases held in memory: parallel arrays, row i is one case."""
+
+    case_ids: np.ndarray  # str [n]
+    codes: np.ndarray  # str [n]
+    districts: np.ndarray  # str [n]
+    reported_at: np.ndarray  # datetime64[s] [n], UTC
+    embeddings: np.ndarray  # float32 [n, d], unit rows
+
+    @classmethod
+    def build(
+        cls,
+        case_ids: Sequence[str],
+        codes: Sequence[str],
+        districts: Sequence[str],
+        reported_at: Sequence[datetime],
+        embeddings: np.ndarray,
+    ) -> CaseWindow:
+        n = len(case_ids)
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise ValueError(f"embeddings must be [{n}, d], got {emb.shape}")
+        if not (len(codes) == len(districts) == len(reported_at) == n):
+            raise ValueError("case_ids, codes, districts and reported_at differ in length")
+        return cls(
+            np.array(case_ids, dtype=str),
+            np.array(codes, dtype=str),
+            np.array(districts, dtype=str),
+            np.array([_utc(t) for t in reported_at], dtype="datetime64[s]"),
+            emb,
+        )
+
+    def __len__(self) -> int:
+        return int(self.case_ids.shape[0])
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive UTC (aware values converted; naive ones taken as UTC already)."""
+    if value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def quote_string(value: str) -> str:
+    """A ClickHouse string literal: backslash and quote escaped (both engines' rules)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def datetime_literal(value: datetime) -> str:
+    return f"toDateTime('{_utc(value):%Y-%m-%d %H:%M:%S}', 'UTC')"
+
+
+def query_vector_of(query_vector: Sequence[float] | np.ndarray, dims: int) -> np.ndarray:
+    """The query as float32 [dims], finite; what both paths score with."""
+    vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    if dims < 1 or vector.shape != (dims,):
+        raise ValueError(f"query vector has shape {vector.shape}, expected ({dims},)")
+    if not np.isfinite(vector).all():
+        raise ValueError("query vector has non-finite components")
+    return vector
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    # repr of the float64 equal to each float32: the shortest text that parses back to
+    # exactly that value, so the server multiplies by what numpy multiplies by.
+    return "[" + ", ".join(repr(float(v)) for v in vector.astype(np.float64)) + "]"
+
+
+def where_clause(filters: SearchFilters, dims: int) -> str:
+    # Rows of another dimension would make arrayMap throw: they are skipped, not fatal.
+    parts = [f"length(embedding) = {int(dims)}"]
+    if filters.code is not None:
+        parts.append(f"code = {quote_string(filters.code)}")
+    if filters.district is not None:
+        parts.append(f"district = {quote_string(filters.district)}")
+    if filters.since is not None:
+        parts.append(f"reported_at >= {datetime_literal(filters.since)}")
+    if filters.until is not None:
+        parts.append(f"reported_at < {datetime_literal(filters.until)}")
+    if filters.exclude_case_id is not None:
+        parts.append(f"case_id != {quote_string(filters.exclude_case_id)}")
+    return " AND ".join(parts)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+
+
+def similar_sql(
+    query_vector: Sequence[float] | np.ndarray,
+    filters: SearchFilters,
+    k: int,
+    table: str = "case_embeddings",
+    dims: int = 64,
+) -> str:
+    """The top-k query: case_id, code, district, reported_at, score (cosine), best first."""
+    _check_k(k)
+    if not _TABLE_RE.match(table):
+        raise ValueError(f"table {table!r} is not a plain [database.]table identifier")
+    vector = query_vector_of(query_vector, dims)
+    return (
+        "SELECT case_id, code, district, reported_at, "
+        f"arraySum(arrayMap((x, y) -> x * y, embedding, {vector_literal(vector)})) AS score "
+        f"FROM {table} WHERE {where_clause(filters, dims)} "
+        f"ORDER BY score DESC, case_id ASC LIMIT {k}"
+    )
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return _utc(value)
+    return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S")
+
+
+def similar_from_rows(rows: Sequence[Sequence[Any]]) -> list[SimilarCase]:
+    """The rows of ``similar_sql`` (either engine) as SimilarCase, in order."""
+    return [
+        SimilarCase(str(r[0]), str(r[1]), str(r[2]), _parse_time(r[3]), float(r[4])) for r in rows
+    ]
+
+
+def window_mask(window: CaseWindow, filters: SearchFilters) -> np.ndarray:
+    mask = np.ones(len(window), dtype=bool)
+    if filters.code is not None:
+        mask &= window.codes == filters.code
+    if filters.district is not None:
+        mask &= window.districts == filters.district
+    if filters.since is not None:
+        mask &= window.reported_at >= np.datetime64(_utc(filters.since), "s")
+    if filters.until is not None:
+        mask &= window.reported_at < np.datetime64(_utc(filters.until), "s")
+    if filters.exclude_case_id is not None:
+        mask &= window.case_ids != filters.exclude_case_id
+    return mask
+
+
+def sequential_scores(embeddings: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Dot products summed left to right in float64, as ClickHouse's arraySum does."""
+    if embeddings.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    products = embeddings.astype(np.float64) * vector.astype(np.float64)
+    return np.cumsum(products, axis=1)[:, -1]
+
+
+def rank_in_memory(
+    query_vector: Sequence[float] | np.ndarray,
+    window: CaseWindow,
+    filters: SearchFilters,
+    k: int,
+) -> list[SimilarCase]:
+    """``similar_sql``'s answer computed over an in-memory window (same scores, same order)."""
+    _check_k(k)
+    dims = int(window.embeddings.shape[1])
+    vector = query_vector_of(query_vector, dims)
+    idx = np.flatnonzero(window_mask(window, filters))
+    scores = sequential_scores(window.embeddings[idx], vector)
+    if len(idx) > k:
+        # Only the rows scoring at least the k-th best can be in the top k (ties included).
+        kth = np.partition(scores, len(idx) - k)[len(idx) - k]
+        keep = scores >= kth
+        idx, scores = idx[keep], scores[keep]
+    order = np.lexsort((window.case_ids[idx], -scores))[:k]
+    return [
+        SimilarCase(
+            str(window.case_ids[i]),
+            str(window.codes[i]),
+            str(window.districts[i]),
+            window.reported_at[i].astype("datetime64[s]").item(),
+            float(scores[j]),
+        )
+        for j, i in ((j, idx[j]) for j in order)
+    ]
