@@ -30,7 +30,6 @@ from processors.report import (
     reports_due,
 )
 from streams.clickhouse import QueryResult
-from streams.query import query_worker
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +42,6 @@ class Queries(Protocol):
     """All a report needs of a warehouse (``streams.clickhouse.Warehouse`` has it)."""
 
     def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult: ...
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerQueries:
-    """A report's queries through a running worker's ``/query``: in embedded mode the
-    worker holds chDB's data path, so the CLI cannot open it. Needs an analyst's token."""
-
-    host: str
-    port: int
-    token: str | None = None
-    timeout_s: float = 120
-
-    def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult:
-        return query_worker(self.host, self.port, sql, self.token, self.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

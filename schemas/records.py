@@ -62,7 +62,8 @@ def _in_storable_range(value: datetime) -> datetime:
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_storable_range)
 ]
-RecordId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+RECORD_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+RecordId = Annotated[StrictStr, Field(pattern=RECORD_ID_PATTERN)]
 ShortText = Annotated[StrictStr, Field(max_length=200)]
 Longitude = Annotated[StrictFloat | StrictInt, Field(ge=-180, le=180)]
 Latitude = Annotated[StrictFloat | StrictInt, Field(ge=-90, le=90)]

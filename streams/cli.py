@@ -97,53 +97,30 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _read_only_query(settings: Settings, sql: str) -> Any:
-    """A read through the same path as `citystream query` (the worker in embedded mode)."""
-    from streams.clickhouse import open_warehouse
-    from streams.query import api_token, query_worker
-
-    if settings.clickhouse_url:
-        warehouse = open_warehouse(settings)
-        try:
-            return warehouse.query(sql)
-        finally:
-            warehouse.close()
-    return query_worker(settings.web_host, settings.web_port, sql, api_token(settings))
-
-
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date
 
     from processors.content_screen import screen
     from processors.report import default_end
-    from processors.report_run import WorkerQueries, generate_report
+    from processors.report_run import generate_report
     from schemas.domain import Domain
-    from streams.clickhouse import WarehouseError, open_analyst_warehouse, open_warehouse
-    from streams.query import QueryRefused, WorkerUnavailable, api_token
+    from streams.clickhouse import WarehouseError
+    from streams.query import QueryRefused, WorkerUnavailable, analyst_reads
     from web.views import city_labels
 
     end = date.fromisoformat(args.end) if args.end else default_end(datetime.now(UTC))
     classes = city_labels(Domain.load(settings.domain_file))["event_classes"]
     out_dir = Path(args.out_dir) if args.out_dir else settings.reports_path
-    warehouse: Any = None
-    if settings.clickhouse_url:
-        warehouse = open_analyst_warehouse(settings) or open_warehouse(settings)
-        source: Any = warehouse
-    else:
-        # Embedded mode: the worker holds chDB, so its /query answers (analyst token).
-        source = WorkerQueries(settings.web_host, settings.web_port, api_token(settings))
     try:
-        files = generate_report(source, args.period, end, screen, out_dir,
-                                pdf=not args.no_pdf, event_classes=classes)
+        with analyst_reads(settings) as reads:
+            files = generate_report(reads, args.period, end, screen, out_dir,
+                                    pdf=not args.no_pdf, event_classes=classes)
     except (WarehouseError, QueryRefused) as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 1
     except WorkerUnavailable as exc:
         print(f"citystream: {exc}; start it with `make run`", file=sys.stderr)
         return 1
-    finally:
-        if warehouse is not None:
-            warehouse.close()
     print(f"{args.period} report to {end}: {files.html_path}")
     if files.pdf_path:
         print(f"PDF: {files.pdf_path}")
@@ -163,6 +140,7 @@ def cmd_units_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.records import to_wire
     from streams.codecs import encode_json
     from streams.kafka_admin import producer
+    from streams.query import analyst_reads
     from streams.topics import DISPATCH_FEEDBACK, message_key
     from web.views import to_utc
 
@@ -174,11 +152,11 @@ def cmd_units_feedback(args: argparse.Namespace, settings: Settings) -> int:
     if len(prefixes) != 1 or not prefixes[0].replace("_", "").isalnum():
         print("citystream: the truth file must hold one run's reports", file=sys.stderr)
         return 2
-    result = _read_only_query(
-        settings,
-        "SELECT input_id, unit, code, auto, received_at, respond_by, decided_at "
-        f"FROM dispatch_decisions WHERE input_id LIKE '{prefixes[0]}-%'",
-    )
+    with analyst_reads(settings) as reads:
+        result = reads.query(
+            "SELECT input_id, unit, code, auto, received_at, respond_by, decided_at "
+            f"FROM dispatch_decisions WHERE input_id LIKE '{prefixes[0]}-%'"
+        )
     decisions = [
         StoredDecision(
             r["input_id"], r["unit"], r["code"], bool(r["auto"]),
@@ -270,19 +248,13 @@ def _print_result(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.clickhouse import (
-        QueryResult,
-        WarehouseError,
-        open_analyst_warehouse,
-        open_warehouse,
-    )
+    from streams.clickhouse import WarehouseError
     from streams.query import (
         QueryRefused,
         WorkerUnavailable,
-        api_token,
+        analyst_reads,
         cut,
         query_limits,
-        query_worker,
         read_only,
     )
 
@@ -291,18 +263,10 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     except QueryRefused as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 2
-    result: QueryResult
+    limits = query_limits(sql, settings.query_max_rows, settings.query_max_seconds)
     try:
-        if settings.clickhouse_url:
-            warehouse = open_analyst_warehouse(settings) or open_warehouse(settings)
-            try:
-                limits = query_limits(sql, settings.query_max_rows, settings.query_max_seconds)
-                result, _ = cut(warehouse.query(sql, limits), settings.query_max_rows)
-            finally:
-                warehouse.close()
-        else:
-            # Embedded mode: chDB's data is held by the running worker, so ask it.
-            result = query_worker(settings.web_host, settings.web_port, sql, api_token(settings))
+        with analyst_reads(settings) as reads:
+            result, _ = cut(reads.query(sql, limits), settings.query_max_rows)
     except (WarehouseError, QueryRefused) as exc:
         print(f"citystream: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,9 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from streams.clickhouse import QueryResult
@@ -126,6 +128,37 @@ def query_worker(
     return QueryResult(
         doc["columns"], doc["types"], [tuple(r) for r in doc["rows"]], doc.get("truncated", False)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerQueries:
+    """Reads through a running worker's ``/query`` (the embedded mode: the worker holds
+    chDB's data path, so no other process can open it). Needs an analyst's token; the
+    worker applies the row and time limits itself."""
+
+    host: str
+    port: int
+    token: str | None = None
+    timeout_s: float = 120
+
+    def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult:
+        return query_worker(self.host, self.port, sql, self.token, self.timeout_s)
+
+
+@contextmanager
+def analyst_reads(settings: Settings) -> Iterator[Any]:
+    """Where an analyst's reads go from a command line: on a server, the read-only analyst
+    user's connection (else the pipeline's); embedded, the running worker's /query."""
+    from streams.clickhouse import open_analyst_warehouse, open_warehouse
+
+    if not settings.clickhouse_url:
+        yield WorkerQueries(settings.web_host, settings.web_port, api_token(settings))
+        return
+    warehouse = open_analyst_warehouse(settings) or open_warehouse(settings)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
 
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:

@@ -28,7 +28,7 @@ from aiohttp import web
 from schemas import dashboard
 from schemas.catalogue import CATALOGUE
 from schemas.domain import Domain
-from schemas.records import DispatchFeedback
+from schemas.records import RECORD_ID_PATTERN, DispatchFeedback
 from streams.clickhouse import QueryResult
 from streams.query import CONTENT_TYPES, QueryRefused, cut, query_limits, read_only, render
 from streams.settings import Settings
@@ -62,7 +62,7 @@ SESSION_COOKIE = "citystream_session"
 # Tables of unmasked personal data: the admin role only (on a server, the analyst user has
 # no grant on them either).
 _RESTRICTED = re.compile(r"citizen_appeals_raw", re.IGNORECASE)
-_RECORD_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+_RECORD_ID = re.compile(RECORD_ID_PATTERN)
 # Pages may load their own scripts and styles only; ECharts sets inline styles.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -257,7 +257,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
         except ValueError:
             return _error("the body must be JSON", 400)
         input_id = body.get("input_id") if isinstance(body, dict) else None
-        if not isinstance(input_id, str) or not input_id or set(input_id) - _RECORD_ID_CHARS:
+        if not isinstance(input_id, str) or not _RECORD_ID.fullmatch(input_id):
             return _error("input_id must be a report id", 400)
         found = await ctx.query(
             "SELECT input_id, unit, code, auto, received_at, respond_by "

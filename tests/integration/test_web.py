@@ -162,7 +162,8 @@ def test_city_dashboard_numbers_are_the_stored_decisions(live: LiveStack) -> Non
     totals = panels["totals"][0]
     assert (totals["reports"], totals["auto_dispatched"]) == (truth["reports"], truth["auto"])
     assert sum(r["reports"] for r in panels["volume_by_type"]) == truth["reports"]
-    assert sum(r["reports"] for r in panels["volume_by_district"]) <= truth["reports"]
+    # Reports whose district was not found are a row of their own (district '').
+    assert sum(r["reports"] for r in panels["volume_by_district"]) == truth["reports"]
     assert sum(r["reports"] for r in panels["volume_by_hour"]) == truth["reports"]
     judged = live.worker.query(
         "SELECT countIf(f.verdict = 'confirmed') AS right, count() AS judged "
