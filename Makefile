@@ -48,15 +48,20 @@ system-deps: ## install Debian packages the stack needs, where absent (Java, Mav
 
 # Retrained when what they are made from changes: the code that simulates, featurises,
 # trains or decides, or the domain file.
-MODEL_SOURCES := $(filter-out models/simulator/feedback.py models/simulator/bursts.py,$(wildcard models/features.py models/linear.py models/train.py models/export.py models/repository.py models/triton/*.py models/simulator/*.py processors/dispatch.py processors/dispatch_rule.py processors/address.py processors/gazetteer.py)) ../shared/domain/qingdao.json
+MODEL_SOURCES := $(filter-out models/simulator/feedback.py models/simulator/bursts.py,$(wildcard models/features.py models/linear.py models/train.py models/export.py models/repository.py models/triton/*.py models/embedding/*.py models/simulator/*.py processors/dispatch.py processors/dispatch_rule.py processors/address.py processors/gazetteer.py)) ../shared/domain/qingdao.json
 $(MODELS): $(STAMP) $(MODEL_SOURCES)
 	$(CITYSTREAM) train
 
 train: setup ## simulate dispatch history, train + calibrate the models, write models/build/
 	$(CITYSTREAM) train
 
-eval: $(MODELS) ## evaluate dispatch: held-out simulated and hand-written reports
-	$(CITYSTREAM) eval
+# What `make eval` runs: dispatch (held-out simulated and hand-written reports), masking,
+# duplicate merging, similar cases, a day report's generation time. EVAL_FLAGS=--with-use
+# adds the Universal Sentence Encoder to the similar-case comparison (minutes more).
+EVAL_PARTS ?= all
+EVAL_FLAGS ?=
+eval: $(MODELS) ## evaluate dispatch, masking, merging, similar cases, report time (bench-results/eval-*)
+	$(CITYSTREAM) eval --parts $(EVAL_PARTS) $(EVAL_FLAGS)
 
 run: export CITYSTREAM_TRITON_URL ?= $(TRITON_URL)
 run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stream, show results

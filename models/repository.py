@@ -5,7 +5,9 @@ Layout for each model (name taken from the ONNX file's metadata)::
     <root>/<name>/config.pbtxt          production: onnxruntime backend, CPU instances
     <root>/<name>/configs/gpu.pbtxt     production on a GPU node: onnxruntime, KIND_GPU
     <root>/<name>/configs/local.pbtxt   dev/CI: Python backend running the same model.onnx
-    <root>/<name>/labels.txt            one label per line, in output order
+    <root>/<name>/labels.txt            one label per line, in output order (classifiers only:
+                                        an embedder has no labels, so no file and no
+                                        label_filename)
     <root>/<name>/1/model.onnx
     <root>/<name>/1/model.py            the Python-backend model (models/triton/model.py)
 
@@ -79,12 +81,12 @@ def build_config(info: ModelInfo, kind: str, options: ServingOptions) -> mc.Mode
     for spec in info.inputs:
         config.input.add(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims))
     for spec in info.outputs:
-        config.output.add(
-            name=spec.name,
-            data_type=_DTYPES[spec.dtype],
-            dims=list(spec.dims),
-            label_filename=LABELS_FILE,
+        output = config.output.add(
+            name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims)
         )
+        if info.labels:
+            # Labels name classes (classification extension); an embedding has none.
+            output.label_filename = LABELS_FILE
     config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if kind == "gpu":
@@ -137,7 +139,8 @@ def write_model_repository(
         version_dir.mkdir()
         shutil.copyfile(path, version_dir / "model.onnx")
         shutil.copyfile(PYTHON_MODEL_TEMPLATE, version_dir / "model.py")
-        (model_dir / LABELS_FILE).write_text("\n".join(info.labels) + "\n", encoding="utf-8")
+        if info.labels:
+            (model_dir / LABELS_FILE).write_text("\n".join(info.labels) + "\n", encoding="utf-8")
         (model_dir / "config.pbtxt").write_text(render_config(build_config(info, "cpu", options)))
         for kind in (GPU_CONFIG, LOCAL_CONFIG):
             (model_dir / "configs" / f"{kind}.pbtxt").write_text(

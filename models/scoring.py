@@ -9,7 +9,7 @@ worker never combines a model with a policy calibrated for another.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +72,42 @@ def expected_models(repository: Path, policy: DispatchPolicy) -> dict[str, Model
     return infos
 
 
+def call_model(
+    backend: InferenceBackend,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    version: str = "",
+    observe: ModelCallObserver | None = None,
+    check: Callable[[dict[str, np.ndarray]], None] | None = None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """One model call under the serving policy every model shares: a ``FallbackBackend``
+    answers from Triton or, when Triton is down, in-process (its own retries and
+    switching); any failure, or ``check`` refusing the outputs, is ``ModelsUnavailable``;
+    every call is told to ``observe`` (model, version, backend, seconds, failed).
+    Returns the outputs and the name of the backend that answered."""
+    started = time.perf_counter()
+    name = getattr(backend, "name", "unknown")
+    try:
+        try:
+            if isinstance(backend, FallbackBackend):
+                answer = backend.infer_with_source(model, inputs)
+                outputs, name = answer.outputs, answer.backend
+            else:
+                outputs, name = backend.infer(model, inputs), backend.name
+        except (BackendUnavailable, InferenceError) as exc:
+            raise ModelsUnavailable(f"{model}: {exc}") from exc
+        if check is not None:
+            check(outputs)
+    except ModelsUnavailable:
+        if observe is not None:
+            observe(model, version, name, time.perf_counter() - started, True)
+        raise
+    if observe is not None:
+        observe(model, version, name, time.perf_counter() - started, False)
+    return outputs, name
+
+
 class BackendScorer:
     """``processors.dispatch.ModelScorer`` over an inference backend."""
 
@@ -90,35 +126,18 @@ class BackendScorer:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="models")
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-        started = time.perf_counter()
-        name = getattr(self.backend, "name", "unknown")
-        try:
-            try:
-                if isinstance(self.backend, FallbackBackend):
-                    answer = self.backend.infer_with_source(model, inputs)
-                    outputs, name = answer.outputs, answer.backend
-                else:
-                    outputs, name = self.backend.infer(model, inputs), self.backend.name
-            except (BackendUnavailable, InferenceError) as exc:
-                raise ModelsUnavailable(f"{model}: {exc}") from exc
-            probs = np.asarray(outputs[OUTPUT])
-            rows = len(inputs["token_ids"])
-            if probs.shape != (rows, self.widths[model]):
-                raise ModelsUnavailable(
-                    f"{model} answered shape {probs.shape}, expected {(rows, self.widths[model])}"
-                )
-        except ModelsUnavailable:
-            self._observe(model, name, started, failed=True)
-            raise
-        self._observe(model, name, started, failed=False)
-        return probs, name
+        expected = (len(inputs["token_ids"]), self.widths[model])
 
-    def _observe(self, model: str, backend: str, started: float, *, failed: bool) -> None:
-        if self.observe is not None:
-            self.observe(
-                model, self.versions.get(model, ""), backend, time.perf_counter() - started,
-                failed,
-            )
+        def check(outputs: dict[str, np.ndarray]) -> None:
+            shape = np.shape(outputs.get(OUTPUT))  # () when the output is missing
+            if shape != expected:
+                raise ModelsUnavailable(f"{model} answered shape {shape}, expected {expected}")
+
+        outputs, name = call_model(
+            self.backend, model, inputs,
+            version=self.versions.get(model, ""), observe=self.observe, check=check,
+        )
+        return np.asarray(outputs[OUTPUT]), name
 
     def score(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
         router = self._pool.submit(self._run, ROUTER, inputs)

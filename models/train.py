@@ -1,5 +1,6 @@
 """``make train``: simulate dispatch history, fit both text models, calibrate, choose the
-auto-dispatch threshold, export ONNX and write the Triton model repository.
+auto-dispatch threshold, export ONNX and write the Triton model repository (with the case
+embedder for similar past cases beside them, when asked).
 
 The models learn only from the simulated records (text and the unit that handled it);
 nothing here reads the simulator's phrase material.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.embedding.train import EmbedderTrainingConfig
+from models.export import read_model_info
 from models.features import FEATURES_VERSION, SEQUENCE_LENGTH, encode_batch
 from models.linear import (
     LinearTextModel,
@@ -251,7 +254,13 @@ def model_version(model: LinearTextModel, config: TrainingConfig) -> str:
 
 
 def train(domain: Domain, repository: Path, policy_path: Path, config: TrainingConfig,
-          log: object = print) -> dict[str, object]:
+          log: object = print,
+          embedder: EmbedderTrainingConfig | None = None) -> dict[str, object]:
+    """Train, calibrate and export the dispatch models into ``repository``; with
+    ``embedder``, also the case embedder (``models.embedding``), served next to them as
+    ``case_embedder``. The embedder is cached in ``<repository>/../embedding/``: trained
+    again only when its config, the code that trains it or the domain file changed."""
+    from models.embedding.export import export_case_embedder
     from models.export import build_text_model
     from models.repository import write_model_repository
 
@@ -325,6 +334,17 @@ def train(domain: Domain, repository: Path, policy_path: Path, config: TrainingC
         path = onnx_dir / f"{model.name}.onnx"
         path.write_bytes(proto.SerializeToString())
         paths.append(path)
+    embedder_info: dict[str, object] = {}
+    if embedder is not None:
+        t0 = time.monotonic()
+        embedder_path = export_case_embedder(repository.parent / "embedding", embedder, log=say)
+        paths.append(embedder_path)
+        info = read_model_info(embedder_path)
+        embedder_info = {"case_embedder": {
+            "version": info.version,
+            "dims": info.outputs[0].dims[0],
+            "seconds": round(time.monotonic() - t0, 1),  # about 0 when cached
+        }}
     write_model_repository(repository, paths)
     policy_path.parent.mkdir(parents=True, exist_ok=True)
     policy_path.write_text(json.dumps(policy.to_json(), ensure_ascii=False, indent=1) + "\n")
@@ -338,6 +358,7 @@ def train(domain: Domain, repository: Path, policy_path: Path, config: TrainingC
         "model_versions": versions,
         "features_version": FEATURES_VERSION,
         **calibration_report,
+        **embedder_info,
         "seconds": round(time.monotonic() - started, 1),
     }
     say(json.dumps(report, ensure_ascii=False))

@@ -17,10 +17,20 @@ value of each float32 component, each product of a float32 and such a float64 is
 float64, and both sum the products left to right (ClickHouse's arraySum, numpy's cumsum).
 Ties are broken by case_id ascending in both, so the top k is the same list.
 
-Table layout expected (the migration owns it)::
+Tables (migration 0006 owns them): rows are written to ``case_embeddings_log`` (a
+ReplacingMergeTree keyed by the report, ``embedding_row`` builds a row from a dispatch
+decision) and read from the view ``case_embeddings`` (``FINAL``: one row per report, its
+latest decision's). The search needs of it::
 
-    case_embeddings (case_id String, code String, district String, reported_at DateTime,
-                     embedding Array(Float32))
+    case_embeddings (case_id String, input_id String, code String, event_name String,
+                     district String, unit String, reported_at DateTime,
+                     embedding Array(Float32), ...)
+
+``similar_cases_sql`` is the board's question: for a decision, the most similar past
+cases (one report per case), how they were handled (unit, event name; the unit a verdict
+named when there is one) and how long that took (hours from the report to its latest
+verdict in ``dispatch_feedback``; NULL without a verdict). ``decision_filters`` says what
+a decision itself tells the search.
 """
 
 from __future__ import annotations
@@ -28,15 +38,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-CODE_RE = re.compile(r"^[A-Z][0-9]{2}$")
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+from schemas.records import DispatchDecision, utc_naive
+
+CODE_RE = re.compile(r"^[A-Z][0-9]{2}\Z")  # \Z: "$" would let a trailing newline in
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_K = 1000
+EMBEDDINGS_LOG = "case_embeddings_log"  # where rows are written
+EMBEDDINGS_VIEW = "case_embeddings"  # what searches read (one row per report)
+FEEDBACK_VIEW = "dispatch_feedback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,4 +262,142 @@ def rank_in_memory(
             float(scores[j]),
         )
         for j, i in ((j, idx[j]) for j in order)
+    ]
+
+
+# ------------------------------------------------------------------- stored past cases
+
+
+def embedding_row(
+    decision: DispatchDecision,
+    vector: Sequence[float] | np.ndarray,
+    model_version: str,
+    *,
+    case_id: str | None = None,
+) -> dict[str, Any]:
+    """The ``case_embeddings_log`` row of a decided report: the decision's facts (its text
+    is masked already), the report's time (``received_at``: the source's report time, for
+    events and appeals alike), the embedder's vector (finite; stored as float32) and its
+    version. ``case_id`` is the report's case when merging has linked it, else the
+    report's own id."""
+    if not model_version:
+        raise ValueError("model_version must name the embedder version that made the vector")
+    embedding = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if embedding.size == 0 or not np.isfinite(embedding).all():
+        raise ValueError(f"embedding must be a non-empty finite vector, got {embedding.shape}")
+    return {
+        "case_id": case_id or decision.input_id,
+        "input_id": decision.input_id,
+        "input_kind": decision.input_kind,
+        "code": decision.code,
+        "event_name": decision.event_name,
+        "district": decision.district or "",
+        "street": decision.street or "",
+        "unit": decision.unit or "",
+        "auto": int(decision.auto),
+        "text": decision.text,
+        "reported_at": utc_naive(decision.received_at),
+        "decided_at": utc_naive(decision.decided_at),
+        # The ReplacingMergeTree's version: a later decision of the report wins.
+        "decided_at_ms": int(decision.decided_at.timestamp() * 1000),
+        "embedding": [float(x) for x in embedding],
+        "model_version": model_version,
+    }
+
+
+def decision_filters(
+    decision: DispatchDecision,
+    *,
+    window: timedelta = timedelta(days=365),
+    by_code: bool = True,
+    by_district: bool = True,
+) -> SearchFilters:
+    """What a decision tells the search: its code and district (when resolved; either
+    may be turned off), the ``window`` before the report, and not the report itself."""
+    if window <= timedelta(0):
+        raise ValueError(f"window must be positive, got {window}")
+    reported = _utc(decision.received_at)
+    return SearchFilters(
+        code=decision.code if by_code and CODE_RE.match(decision.code) else None,
+        district=(decision.district or None) if by_district else None,
+        since=reported - window,
+        until=reported,
+        exclude_case_id=decision.input_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PastCase:
+    """A similar past case as the board shows it."""
+
+    case_id: str
+    input_id: str  # the case's report most similar to the query
+    code: str
+    event_name: str
+    district: str
+    unit: str  # the unit a verdict named, else the one decided ("" when none)
+    verdict: str  # the latest verdict: confirmed, corrected, or "" when none
+    reported_at: datetime  # naive UTC
+    hours_to_verdict: float | None  # report -> latest verdict; None without a verdict
+    score: float
+
+
+def similar_cases_sql(
+    query_vector: Sequence[float] | np.ndarray,
+    filters: SearchFilters,
+    k: int = 5,
+    table: str = EMBEDDINGS_VIEW,
+    feedback: str = FEEDBACK_VIEW,
+    dims: int = 64,
+) -> str:
+    """The top-k past cases with how they were handled: case_id, input_id, code,
+    event_name, district, unit, verdict, reported_at, hours_to_verdict, score; best
+    first. One report per case (its best-scoring one); scores as ``similar_sql``'s.
+
+    The top k are chosen first and only then joined with the verdicts (one join, a
+    subquery on the right: what 18.16 accepts). The join's defaults for a report without
+    a verdict (0, '') become the decided unit and NULL."""
+    _check_k(k)
+    for name in (table, feedback):
+        if not _TABLE_RE.match(name):
+            raise ValueError(f"table {name!r} is not a plain [database.]table identifier")
+    vector = query_vector_of(query_vector, dims)
+    top = (
+        "SELECT case_id, input_id, code, event_name, district, unit, reported_at, "
+        f"arraySum(arrayMap((x, y) -> x * y, embedding, {vector_literal(vector)})) AS score "
+        f"FROM {table} WHERE {where_clause(filters, dims)} "
+        f"ORDER BY score DESC, case_id ASC, input_id ASC LIMIT 1 BY case_id LIMIT {k}"
+    )
+    verdicts = (
+        "SELECT input_id, count() AS verdicts, max(given_at) AS verdict_at, "
+        "argMax(unit, given_at) AS verdict_unit, argMax(verdict, given_at) AS last_verdict "
+        f"FROM {feedback} GROUP BY input_id"
+    )
+    return (
+        "SELECT case_id, input_id, code, event_name, district, "
+        "if(verdicts > 0, verdict_unit, unit) AS handled_by, "
+        "if(verdicts > 0, last_verdict, '') AS verdict, reported_at, "
+        "if(verdicts > 0, (toInt64(verdict_at) - toInt64(reported_at)) / 3600, NULL) "
+        "AS hours_to_verdict, score "
+        f"FROM ({top}) AS past ANY LEFT JOIN ({verdicts}) AS feedback USING input_id "
+        "ORDER BY score DESC, case_id ASC"
+    )
+
+
+def past_cases_from_rows(rows: Sequence[Sequence[Any]]) -> list[PastCase]:
+    """The rows of ``similar_cases_sql`` (either engine) as PastCase, in order."""
+    return [
+        PastCase(
+            case_id=str(r[0]),
+            input_id=str(r[1]),
+            code=str(r[2]),
+            event_name=str(r[3]),
+            district=str(r[4]),
+            unit=str(r[5]),
+            verdict=str(r[6]),
+            reported_at=_parse_time(r[7]),
+            hours_to_verdict=None if r[8] is None else float(r[8]),
+            score=float(r[9]),
+        )
+        for r in rows
     ]

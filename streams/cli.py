@@ -319,15 +319,22 @@ def cmd_bench_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.embedding.train import EmbedderTrainingConfig
     from models.train import TrainingConfig, train
     from schemas.domain import Domain
 
     config = TrainingConfig(records=args.records, seed=args.seed)
+    defaults = EmbedderTrainingConfig()
+    embedder = EmbedderTrainingConfig(
+        records=args.embedder_records or defaults.records,
+        epochs=args.embedder_epochs or defaults.epochs,
+    )
     report = train(
         Domain.load(settings.domain_file),
         settings.model_repository,
         settings.dispatch_policy,
         config,
+        embedder=None if args.no_embedder else embedder,
     )
     out = Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -347,17 +354,27 @@ def _dispatcher(settings: Settings, triton: str | None) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from models.evaluate import evaluate, markdown
-    from models.train import TrainingConfig
+    from models.eval_suite import eval_plan, run_plan, timings_markdown
 
-    dispatcher = _dispatcher(settings, args.triton)
-    report = evaluate(dispatcher, TrainingConfig(records=args.records, seed=args.seed))
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"full report: {out}")
+    plan = eval_plan(args)
+    timings: list[tuple[str, float, str]] = []
+    if "dispatch" in plan.parts:
+        from models.evaluate import evaluate, markdown
+        from models.train import TrainingConfig
+
+        started = time.perf_counter()
+        dispatcher = _dispatcher(settings, args.triton)
+        report = evaluate(dispatcher, TrainingConfig(records=args.records, seed=args.seed))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(report))
+        print(markdown(report))
+        print(f"full report: {out}")
+        timings.append(("dispatch", time.perf_counter() - started, str(out)))
+    timings += run_plan(plan, settings)
+    if len(timings) > 1:
+        print(timings_markdown(timings))
     return 0
 
 
@@ -455,16 +472,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="500", help="reports per second; several: 250,500")
     p.add_argument("--output", default="bench-results/dispatch.json")
 
-    p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models")
+    p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models "
+                       "and the case embedder")
     p.add_argument("--records", type=int, default=24_000)
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--report", default="models/build/training_report.json")
+    # Defaults: models.embedding.train.EmbedderTrainingConfig (its seed is fixed there).
+    p.add_argument("--embedder-records", type=int, default=None,
+                   help="simulated records for the case embedder (default 96,000)")
+    p.add_argument("--embedder-epochs", type=int, default=None, help="default 6")
+    p.add_argument("--no-embedder", action="store_true",
+                   help="dispatch models only (no case_embedder in the repository)")
 
-    p = sub.add_parser("eval", help="evaluate dispatch on held-out and hand-written reports")
+    p = sub.add_parser("eval", help="evaluate dispatch on held-out and hand-written reports; "
+                       "with --parts, also masking, merging, similar cases, report time")
     p.add_argument("--records", type=int, default=24_000, help="as given to train")
     p.add_argument("--seed", type=int, default=20261126, help="as given to train")
     p.add_argument("--triton", default=None, help="Triton host:port (default: in-process)")
     p.add_argument("--output", default="bench-results/eval-dispatch.json")
+    from models.eval_suite import add_eval_arguments
+
+    add_eval_arguments(p)
 
     p = sub.add_parser("score", help="dispatch decisions for a JSON Lines file of reports")
     p.add_argument("--input", required=True, help="JSON Lines with text (and id, channel, "

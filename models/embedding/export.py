@@ -403,13 +403,19 @@ def export_case_embedder(
 ) -> Path:
     """The served embedder -> ``<build_dir>/case_embedder.onnx``, trained on simulated
     history (``models.embedding.train``) unless the cached file was trained with the same
-    config, features and domain file; for ``make train``-like steps (about 2 minutes)."""
+    config, features, domain file and training sources (``training_sources``); for
+    ``make train`` (about 2 minutes when it trains)."""
     from streams.settings import Settings
 
     cfg = config or EmbedderTrainingConfig()
     domain_file = Settings().domain_file
-    # The domain decides the classes (codes, districts) and the simulated texts.
-    training = {**cfg.to_json(), "domain_sha256": _file_sha256(domain_file)[:16]}
+    # The domain decides the classes (codes, districts) and the simulated texts; the code
+    # that simulates, featurises, trains and exports decides the weights and the graph.
+    training = {
+        **cfg.to_json(),
+        "domain_sha256": _file_sha256(domain_file)[:16],
+        "sources_sha256": training_sources_sha256()[:16],
+    }
     path = Path(build_dir) / f"{MODEL_NAME}.onnx"
     if path.is_file():
         meta = model_meta(path)
@@ -422,3 +428,30 @@ def export_case_embedder(
 
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+_MODELS_DIR = Path(__file__).resolve().parents[1]
+# What the trained file depends on, as make train's MODEL_SOURCES for the dispatch models
+# (the simulator's feedback and bursts play no part in the history it generates).
+_TRAINING_SOURCES = ("embedding/train.py", "embedding/export.py", "embedding/tokenizer.py",
+                     "features.py", "linear.py", "simulator/*.py")
+_NOT_TRAINING_SOURCES = frozenset({"simulator/feedback.py", "simulator/bursts.py"})
+
+
+def training_sources() -> list[Path]:
+    found = {
+        path
+        for pattern in _TRAINING_SOURCES
+        for path in _MODELS_DIR.glob(pattern)
+        if path.relative_to(_MODELS_DIR).as_posix() not in _NOT_TRAINING_SOURCES
+    }
+    return sorted(found)
+
+
+def training_sources_sha256() -> str:
+    """One hash of the embedder's training sources (paths and contents)."""
+    digest = hashlib.sha256()
+    for path in training_sources():
+        digest.update(path.relative_to(_MODELS_DIR).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

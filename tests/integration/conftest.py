@@ -51,8 +51,10 @@ class TrainedModels:
 
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    """Dispatch models trained by ``models.train`` on a small simulated history: the real
-    training, export and repository code, sized for a test session."""
+    """Dispatch models and the case embedder trained by ``models.train`` on a small
+    simulated history: the real training, export and repository code (what ``make train``
+    runs), sized for a test session."""
+    from models.embedding.train import EmbedderTrainingConfig
     from models.train import TrainingConfig, train
     from schemas.domain import Domain
 
@@ -64,6 +66,7 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
         models.policy,
         TrainingConfig(records=4000, seed=4242),
         log=lambda _line: None,
+        embedder=EmbedderTrainingConfig(records=2000, epochs=1),
     )
     return models
 

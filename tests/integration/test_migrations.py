@@ -44,6 +44,9 @@ TABLES = {
     "citizen_appeals_raw_log",
     "model_audit_log",
     "model_audit",
+    # 0006: similar past cases.
+    "case_embeddings_log",
+    "case_embeddings",
 }
 
 
@@ -171,7 +174,8 @@ def test_dashboard_migration_backfills_what_was_stored_before(
         "kafka_topic": "t", "kafka_partition": 0, "kafka_offset": 2,
     }])
 
-    assert [m.version for m in migrate(warehouse)] == [3, 4]
+    # 3 and 4 first; later migrations (cases, case embeddings, ...) add what they add.
+    assert [m.version for m in migrate(warehouse)][:2] == [3, 4]
 
     def rows(sql: str) -> list[tuple[object, ...]]:
         return [

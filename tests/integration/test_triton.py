@@ -9,6 +9,7 @@ import shutil
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,105 @@ def test_server_refuses_a_model_file_whose_version_differs_from_its_config(
             server.start(timeout_s=60)
     finally:
         server.stop()
+
+
+# ---------------------------------------------- the case embedder that make train writes
+
+
+def test_make_train_serves_the_case_embedder_next_to_the_dispatch_models(
+    trained_models, dispatch_triton: TritonServer
+):
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from models.embedding.serving import build_case_embedder, embedder_version
+    from models.repository import parse_config
+    from models.simulator import generate_history
+    from schemas.domain import Domain
+    from streams.settings import Settings
+
+    repository = trained_models.repository
+    assert sorted(p.name for p in repository.iterdir()) == [
+        "case_embedder", "dispatch_router", "event_classifier"
+    ]
+    model_dir = repository / "case_embedder"
+    assert not (model_dir / "labels.txt").exists()  # no labels: an embedding
+    specs = [("token_ids", mc.TYPE_INT64, [1024]), ("token_weights", mc.TYPE_FP32, [1024])]
+    for name, kind, backend in (
+        ("config.pbtxt", mc.ModelInstanceGroup.KIND_CPU, "onnxruntime"),
+        ("configs/gpu.pbtxt", mc.ModelInstanceGroup.KIND_GPU, "onnxruntime"),
+        ("configs/local.pbtxt", mc.ModelInstanceGroup.KIND_CPU, "python"),
+    ):
+        config = parse_config((model_dir / name).read_text())
+        assert config.backend == backend and config.max_batch_size == 64
+        assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == specs
+        assert [(o.name, o.data_type, list(o.dims), o.label_filename) for o in config.output] == [
+            ("embedding", mc.TYPE_FP32, [64], "")
+        ]
+        assert [g.kind for g in config.instance_group] == [kind]
+        assert list(config.dynamic_batching.preferred_batch_size) == [16, 32, 64]
+
+    domain = Domain.load(Settings().domain_file)
+    history = generate_history(domain, 70, seed=77, start=date(2025, 1, 1), end=date(2025, 3, 1))
+    texts = [r.text for r in history] + ["", "😀", "路灯不亮"]
+    calls: list[tuple] = []
+    fallbacks: list[int] = []
+    served = build_case_embedder(
+        Settings(model_repository=repository, triton_url=dispatch_triton.grpc_url),
+        observe=lambda *call: calls.append(call),
+        on_fallback=lambda: fallbacks.append(1),
+    )
+    local = build_case_embedder(Settings(model_repository=repository))
+    try:
+        over_grpc = served.embed(texts)
+        in_process = local.embed(texts)
+    finally:
+        served.close()
+        local.close()
+    assert over_grpc.dtype == np.float32 and over_grpc.shape == (len(texts), 64)
+    assert float(np.abs(over_grpc - in_process).max()) < 1e-5
+    norms = np.linalg.norm(over_grpc, axis=1)
+    np.testing.assert_allclose(norms[:-3], 1.0, atol=1e-5)
+    assert norms[-3] == 0.0  # no n-grams: a zero vector, matching nothing
+    assert (served.last_backend, local.last_backend) == ("triton-grpc", "onnxruntime")
+    assert served.version == local.version == embedder_version(repository)
+    assert not fallbacks
+    # One observed call per batch of 32: model, version, backend, seconds, failed.
+    assert [(c[0], c[1], c[2], c[4]) for c in calls] == [
+        ("case_embedder", served.version, "triton-grpc", False)
+    ] * 3
+
+
+def test_case_embedder_start_up_check_and_fallback(
+    trained_models, dispatch_triton: TritonServer, tmp_path: Path
+):
+    from models.embedding.export import build_ngram_embedder, save_model
+    from models.embedding.serving import build_case_embedder
+    from models.features import BUCKETS
+    from streams.settings import Settings
+
+    # Another embedder in-process than the one Triton serves: refused at start-up.
+    other = tmp_path / "repository"
+    shutil.copytree(trained_models.repository, other)
+    weights = np.random.default_rng(3).normal(0, 1, (BUCKETS, 64)).astype(np.float32)
+    save_model(build_ngram_embedder(weights), other / "case_embedder" / "1" / "model.onnx")
+    with pytest.raises(ModelMismatch, match=r"case_embedder.*triton-grpc.*version is"):
+        build_case_embedder(Settings(model_repository=other, triton_url=dispatch_triton.grpc_url))
+
+    # Triton not there: start-up notes it, every call is answered in-process and counted.
+    fallbacks: list[int] = []
+    calls: list[tuple] = []
+    down = build_case_embedder(
+        Settings(model_repository=trained_models.repository,
+                 triton_url=f"127.0.0.1:{free_ports(1)[0]}"),
+        observe=lambda *call: calls.append(call),
+        on_fallback=lambda: fallbacks.append(1),
+    )
+    try:
+        vectors = down.embed(["香港中路路灯不亮", "垃圾没人清理"])
+    finally:
+        down.close()
+    assert vectors.shape == (2, 64) and down.last_backend == "onnxruntime"
+    assert fallbacks == [1] and [c[2] for c in calls] == ["onnxruntime"]
 
 
 def test_outage_falls_back_to_onnxruntime_and_returns(triton: TritonServer, ort_backend):

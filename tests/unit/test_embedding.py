@@ -269,3 +269,105 @@ def test_export_case_embedder_trains_once_per_config(tmp_path: Path) -> None:
 def test_use_tokenizer_of_another_model_is_refused() -> None:
     with pytest.raises(ValueError, match="exported with"):
         tokenizer_for("use3-sentencepiece/0000000000000000", 256)
+
+
+# ------------------------------------------------------------- serving (models.embedding.serving)
+
+
+@pytest.fixture(scope="module")
+def served_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding a 64-d case_embedder, as make train writes it."""
+    weights = np.random.default_rng(11).normal(0, 1, (BUCKETS, 64)).astype(np.float32)
+    root = tmp_path_factory.mktemp("served")
+    path = save_model(build_ngram_embedder(weights), root / "onnx" / f"{MODEL_NAME}.onnx")
+    write_model_repository(root / "repository", [path])
+    return root / "repository"
+
+
+def test_repository_has_no_label_file_for_an_embedder(served_repo: Path) -> None:
+    from models.repository import parse_config
+
+    model_dir = served_repo / MODEL_NAME
+    assert not (model_dir / "labels.txt").exists()
+    for name in ("config.pbtxt", "configs/gpu.pbtxt", "configs/local.pbtxt"):
+        config = parse_config((model_dir / name).read_text())
+        assert [(o.name, list(o.dims), o.label_filename) for o in config.output] == [
+            ("embedding", [64], "")
+        ]
+
+
+def test_in_process_case_embedder_checks_observes_and_embeds(
+    served_repo: Path, texts: list[str]
+) -> None:
+    from models.embedding.serving import build_case_embedder, embedder_version
+    from streams.settings import Settings
+
+    calls: list[tuple[object, ...]] = []
+    embedder = build_case_embedder(
+        Settings(model_repository=served_repo), observe=lambda *c: calls.append(c)
+    )
+    try:
+        vectors = embedder.embed(texts)
+    finally:
+        embedder.close()
+    path = served_repo / MODEL_NAME / "1" / "model.onnx"
+    assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 64)
+    np.testing.assert_allclose(vectors, OnnxEmbedder(path).embed(texts), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.version == embedder_version(served_repo) == read_model_info(path).version
+    assert embedder.last_backend == "onnxruntime"
+    assert [(c[0], c[1], c[2], c[4]) for c in calls] == [
+        (MODEL_NAME, embedder.version, "onnxruntime", False)
+    ] * -(-len(texts) // 32)
+
+
+def test_case_embedder_refuses_a_missing_or_other_model(
+    tmp_path: Path, ngram_model: Path
+) -> None:
+    from models.embedding.serving import build_case_embedder, embedder_version
+    from models.inference import ModelMismatch
+    from streams.settings import Settings
+
+    with pytest.raises(ModelMismatch, match="missing.*make train"):
+        build_case_embedder(Settings(model_repository=tmp_path / "empty"))
+    with pytest.raises(ModelMismatch, match="missing"):
+        embedder_version(tmp_path / "empty")
+    # ngram_model is a case_embedder of 16 dimensions: not what the table holds.
+    write_model_repository(tmp_path / "repo16", [ngram_model])
+    with pytest.raises(ModelMismatch, match="16 dimensions"):
+        build_case_embedder(Settings(model_repository=tmp_path / "repo16"))
+
+
+def test_case_embedder_failure_is_models_unavailable_and_observed(served_repo: Path) -> None:
+    from models.embedding.serving import CaseEmbedder
+    from processors.dispatch import ModelsUnavailable
+
+    class Broken(OnnxRuntimeBackend):
+        def infer(self, model: str, inputs: dict) -> dict:  # type: ignore[override]
+            return {"embedding": np.zeros((1, 3), dtype=np.float32)}
+
+    calls: list[tuple[object, ...]] = []
+    embedder = CaseEmbedder(
+        Broken(served_repo), served_repo / MODEL_NAME / "1" / "model.onnx",
+        observe=lambda *c: calls.append(c),
+    )
+    with pytest.raises(ModelsUnavailable, match=r"shape \(1, 3\), expected \(2, 64\)"):
+        embedder.embed(["路灯不亮", "井盖丢了"])
+    assert [(c[0], c[4]) for c in calls] == [(MODEL_NAME, True)]
+
+
+def test_training_cache_key_names_the_sources(tmp_path: Path) -> None:
+    from models.embedding.export import (
+        META_TRAINING,
+        export_case_embedder,
+        training_sources,
+        training_sources_sha256,
+    )
+
+    models_dir = Path(__file__).resolve().parents[2] / "models"
+    names = {p.relative_to(models_dir).as_posix() for p in training_sources()}
+    assert {"embedding/train.py", "features.py", "simulator/generator.py"} <= names
+    assert not any(n.endswith(("feedback.py", "bursts.py")) for n in names)
+    path = export_case_embedder(tmp_path, EmbedderTrainingConfig(records=200, epochs=1, dims=4))
+    training = json.loads(model_meta(path)[META_TRAINING])
+    assert training["sources_sha256"] == training_sources_sha256()[:16]

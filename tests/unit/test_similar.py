@@ -8,14 +8,24 @@ import pytest
 
 from processors.similar import (
     CaseWindow,
+    PastCase,
     SearchFilters,
+    decision_filters,
+    embedding_row,
+    past_cases_from_rows,
     quote_string,
     rank_in_memory,
     sequential_scores,
+    similar_cases_sql,
     similar_from_rows,
     similar_sql,
     vector_literal,
 )
+from schemas.catalogue import view_doc
+from schemas.records import DispatchDecision
+
+# What analysts are told the view holds: what embedding_row writes.
+CATALOGUE_COLUMNS = tuple(view_doc("case_embeddings").columns)  # type: ignore[union-attr]
 
 D = 4
 Q = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
@@ -178,3 +188,107 @@ def test_scores_are_the_sql_sums_and_rows_parse_back() -> None:
         for c in got
     ]
     assert similar_from_rows(rows) == got
+
+
+# ------------------------------------------------ stored rows and the board's question
+
+
+def _decision(**overrides: object) -> DispatchDecision:
+    fields: dict[str, object] = {
+        "kind": "dispatch_decision", "schema_version": 1, "input_id": "AP-7",
+        "input_kind": "citizen_appeal", "channel": "hotline_12345",
+        "text": "我叫某某，电话[手机号]，香港中路路灯不亮", "code": "C02",
+        "event_name": "路灯故障", "urgency": "normal", "route": "S",
+        "unit": "八大关街道办事处", "district": "市南区", "street": "八大关街道",
+        "confidence": 0.93, "auto": True, "backend": "triton-grpc",
+        "received_at": "2026-03-10T09:30:00+08:00",
+        "decided_at": "2026-03-10T09:30:02.250+08:00",
+    }
+    fields.update(overrides)
+    return DispatchDecision.model_validate(fields)
+
+
+def test_embedding_row_from_a_decision() -> None:
+    vector = unit(np.arange(1, 65, dtype=np.float32)[None, :])[0]
+    row = embedding_row(_decision(), vector, "ngram-abc")
+    assert row == {
+        "case_id": "AP-7",
+        "input_id": "AP-7",
+        "input_kind": "citizen_appeal",
+        "code": "C02",
+        "event_name": "路灯故障",
+        "district": "市南区",
+        "street": "八大关街道",
+        "unit": "八大关街道办事处",
+        "auto": 1,
+        "text": "我叫某某，电话[手机号]，香港中路路灯不亮",  # as decided: masked already
+        "reported_at": datetime(2026, 3, 10, 1, 30),  # the report's time, naive UTC
+        "decided_at": datetime(2026, 3, 10, 1, 30, 2, 250000),
+        "decided_at_ms": 1773106202250,
+        "embedding": [float(x) for x in vector],
+        "model_version": "ngram-abc",
+    }
+    assert np.array(row["embedding"], dtype=np.float32).tobytes() == vector.tobytes()
+    assert set(row) == set(CATALOGUE_COLUMNS)
+    linked = embedding_row(
+        _decision(unit=None, district=None, street=None, auto=False), vector, "v", case_id="AP-1"
+    )
+    assert (linked["case_id"], linked["unit"], linked["district"], linked["auto"]) == (
+        "AP-1", "", "", 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("vector", "version", "match"),
+    [
+        ([0.1, float("nan")], "v", "finite"),
+        ([], "v", "non-empty"),
+        ([1.0, 0.0], "", "model_version"),
+    ],
+)
+def test_embedding_row_refuses_bad_vectors(vector: list[float], version: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        embedding_row(_decision(), vector, version)
+
+
+def test_decision_filters() -> None:
+    filters = decision_filters(_decision(), window=timedelta(days=30))
+    assert filters == SearchFilters(
+        code="C02", district="市南区", since=datetime(2026, 2, 8, 1, 30),
+        until=datetime(2026, 3, 10, 1, 30), exclude_case_id="AP-7",
+    )
+    loose = decision_filters(_decision(district=None), by_code=False)
+    assert (loose.code, loose.district) == (None, None)
+    assert loose.since == datetime(2025, 3, 10, 1, 30)
+    with pytest.raises(ValueError, match="window"):
+        decision_filters(_decision(), window=timedelta(0))
+
+
+def test_similar_cases_sql_shape() -> None:
+    filters = SearchFilters(code="A01", district="市南区", exclude_case_id="c-1")
+    sql = similar_cases_sql(Q, filters, 5, "case_embeddings", "dispatch_feedback", D)
+    inner = similar_sql(Q, filters, 5, "case_embeddings", D)
+    # The same scores and filters as similar_sql, one report per case, top k before the join.
+    assert inner.split(" ORDER BY ")[0].split(" AS score ")[1] in sql
+    top = "ORDER BY score DESC, case_id ASC, input_id ASC LIMIT 1 BY case_id LIMIT 5) AS past"
+    assert top in sql
+    assert sql.count(" JOIN ") == 1 and "ANY LEFT JOIN (SELECT input_id, count() AS verdicts" in sql
+    assert "FROM dispatch_feedback GROUP BY input_id) AS feedback USING input_id" in sql
+    assert sql.endswith("ORDER BY score DESC, case_id ASC")
+    assert "cosineDistance" not in sql and "dotProduct" not in sql
+    for bad in ("x; DROP TABLE y", "a.b.c", ""):
+        with pytest.raises(ValueError, match="identifier"):
+            similar_cases_sql(Q, filters, 5, feedback=bad, dims=D)
+    with pytest.raises(ValueError, match="k must be"):
+        similar_cases_sql(Q, filters, 0, dims=D)
+
+
+def test_past_cases_parse_from_both_engines_forms() -> None:
+    chdb_row = ("c3", "p4", "A01", "暴露垃圾", "市南区", "U3", "confirmed",
+                "2026-03-03 09:00:00", 0.5, 0.97)
+    server_row = ("p2", "p2", "A01", "暴露垃圾", "市南区", "U2", "",
+                  datetime(2026, 3, 5, 8, 0), None, 0.95)
+    first, second = past_cases_from_rows([chdb_row, server_row])
+    assert first == PastCase("c3", "p4", "A01", "暴露垃圾", "市南区", "U3", "confirmed",
+                             datetime(2026, 3, 3, 9, 0), 0.5, 0.97)
+    assert second.hours_to_verdict is None and second.reported_at == datetime(2026, 3, 5, 8)
