@@ -11,7 +11,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from processors.appeal_analysis import analyse
@@ -21,10 +21,12 @@ from schemas.domain import Domain
 from schemas.errors import DeadLetter, ErrorKind, RecordError
 from schemas.records import (
     SUPPORTED_VERSIONS,
+    CaseLink,
     CitizenAppeal,
     CityEvent,
     DispatchDecision,
     DispatchFeedback,
+    HotspotAlert,
     InputRecord,
     VideoFrameRef,
     parse_record,
@@ -35,7 +37,7 @@ from streams.codecs import decode_json
 PROCESSOR = "ingest"
 # Latency steps of a decision, each stored in its own column (``<step>_ms``).
 DECISION_STEPS = ("queue", "address", "features", "inference", "decide", "total")
-StoredRecord = InputRecord | DispatchDecision | DispatchFeedback
+StoredRecord = InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert
 
 # Control and zero-width characters carry no meaning in a report and break tokenisers;
 # newlines and tabs are kept (folded below).
@@ -392,9 +394,53 @@ def _feedback_row(rec: DispatchFeedback, msg: SourceMessage) -> StoredRow:
     return StoredRow("dispatch_feedback_log", rec.feedback_id, row)
 
 
+def _case_link_row(rec: CaseLink, msg: SourceMessage) -> StoredRow:
+    reported = rec.reported_at or rec.linked_at
+    row = {
+        "input_id": rec.input_id,
+        "case_id": rec.case_id,
+        "merge_key": rec.merge_key,
+        "merged": int(rec.merged),
+        "reporters": rec.reporters,
+        "absorbed": list(rec.absorbed),
+        "relinked": int(rec.relinked),
+        "district": rec.district or "",
+        "code": rec.code,
+        "event_name": rec.event_name,
+        "place_level": rec.place_level,
+        "place": rec.place,
+        "reported_at": utc_naive(reported),
+        "linked_at": utc_naive(rec.linked_at),
+        "linked_at_ms": int(rec.linked_at.timestamp() * 1000),
+        **_kafka_columns(msg),
+    }
+    return StoredRow("case_links_log", rec.input_id, row)
+
+
+def _hotspot_row(rec: HotspotAlert, msg: SourceMessage) -> StoredRow:
+    row = {
+        "hotspot_id": rec.hotspot_id,
+        "district": rec.district,
+        "place_level": rec.place_level,
+        "place": rec.place,
+        "cases": rec.cases,
+        "first_day": date.fromisoformat(rec.first_day),
+        "last_day": date.fromisoformat(rec.last_day),
+        "case_ids": list(rec.case_ids),
+        "raised_at": utc_naive(rec.raised_at),
+        "raised_at_ms": int(rec.raised_at.timestamp() * 1000),
+        **_kafka_columns(msg),
+    }
+    return StoredRow("hotspots_log", rec.hotspot_id, row)
+
+
 def _to_row(
     rec: StoredRecord, msg: SourceMessage, ctx: IngestContext, received_at: datetime
 ) -> StoredRow:
+    if isinstance(rec, CaseLink):
+        return _case_link_row(rec, msg)
+    if isinstance(rec, HotspotAlert):
+        return _hotspot_row(rec, msg)
     if isinstance(rec, DispatchDecision):
         return _decision_row(rec, msg)
     if isinstance(rec, DispatchFeedback):

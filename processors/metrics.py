@@ -134,6 +134,23 @@ class IngestMetrics:
             registry=r,
         )
 
+        self.case_links = Counter(
+            "citystream_case_links",
+            "Reports linked to a case, by outcome (opened, merged, relinked)",
+            ["outcome"],
+            registry=r,
+        )
+        self.case_rebuild_decisions = Counter(
+            "citystream_case_rebuild_decisions",
+            "Decisions read back to rebuild the open cases after a (re)assignment",
+            registry=r,
+        )
+        self.hotspots_raised = Counter(
+            "citystream_hotspots_raised",
+            "Hotspot alerts raised (or raised again with more cases)",
+            registry=r,
+        )
+
     def observe_model_call(
         self, model: str, version: str, backend: str, seconds: float, failed: bool
     ) -> None:

@@ -51,11 +51,15 @@ from streams.settings import Settings
 from streams.topics import (
     AGENT_TOPICS,
     DEAD_LETTERS,
+    DECISION_STORE_TOPICS,
+    DISPATCH_CASES,
     DISPATCH_FEEDBACK,
     DISPATCH_ORDERS,
     DISPATCH_OUTPUTS,
     DISPATCH_REVIEW,
     DISPATCH_SOURCES,
+    HOTSPOTS,
+    cases_group,
     decisions_group,
     kinds_by_topic,
     message_key,
@@ -171,6 +175,19 @@ def process_safely(msg: SourceMessage, ctx: IngestContext, now: datetime) -> Sto
         return processing_dead_letter(msg, exc, "ingest", now)
 
 
+async def crash_on_failure(app: faust.App, name: str, work: Awaitable[None]) -> None:
+    """Run a long-lived task; if it fails, crash the worker rather than idle with its
+    offsets behind (a supervisor restarts it and the uncommitted work comes again)."""
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure: crash, never idle
+        log.critical("%s failed, stopping the worker: %r", name, exc)
+        await app.crash(exc)
+        raise
+
+
 async def run_batches(
     app: faust.App,
     stream: StreamT,
@@ -184,17 +201,15 @@ async def run_batches(
 
     A failed agent would leave the worker up but consuming nothing. The batch is not acked,
     so crash the worker: a supervisor restarts it and the batch comes again."""
-    try:
+
+    async def batches() -> None:
         async for events in stream.noack_take(size, within=within):
             await handle(stream, events)
-    except Exception as exc:  # noqa: BLE001 - any failure: crash, never idle
-        log.critical("%s agent failed, stopping the worker: %r", agent, exc)
-        await app.crash(exc)
-        raise
+
+    await crash_on_failure(app, f"{agent} agent", batches())
 
 
 async def run_decision_store(
-    app: faust.App,
     settings: Settings,
     store: Callable[[list[SourceMessage]], Awaitable[None]],
 ) -> None:
@@ -205,7 +220,7 @@ async def run_decision_store(
     from aiokafka.errors import CommitFailedError
 
     consumer = AIOKafkaConsumer(
-        *(settings.topic(s.name) for s in DISPATCH_OUTPUTS),
+        *(settings.topic(s.name) for s in DECISION_STORE_TOPICS),
         group_id=decisions_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -239,12 +254,6 @@ async def run_decision_store(
                 # The group rebalanced meanwhile: the new owner takes these again and the
                 # table absorbs the repeat.
                 log.warning("decision offsets not committed (rebalance): %s", exc)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - same policy as the agents: crash, never idle
-        log.critical("decision store failed, stopping the worker: %r", exc)
-        await app.crash(exc)
-        raise
     finally:
         await consumer.stop()
 
@@ -338,7 +347,9 @@ def create_app(state: WorkerState) -> faust.App:
 
     @app.task
     async def store_decisions() -> None:
-        await run_decision_store(app, settings, store_messages)
+        await crash_on_failure(
+            app, "decision store", run_decision_store(settings, store_messages)
+        )
 
     # One probe, kept open and used from one thread: a fresh consumer per poll would
     # bootstrap and find the group coordinator again every few seconds.
@@ -386,9 +397,78 @@ def create_app(state: WorkerState) -> faust.App:
         )
 
     add_web_routes(app, state)
+    if settings.cases_enabled:
+        add_case_stage(app, state)
     if settings.reports_enabled:
         add_report_timer(app, state)
     return app
+
+
+def add_case_stage(app: faust.App, state: WorkerState) -> None:
+    """Duplicate merging (decisions -> dispatch.cases) and hotspot alerts (-> city.hotspots).
+    Both publish through Kafka; the decision store keeps what they publish."""
+    from processors.case_stage import run_case_stage
+    from processors.cases import CaseLinker
+    from processors.hotspots import hotspot_alerts, hotspot_counts_sql, new_alerts, place_days
+    from processors.merge import CaseIndex, HotspotRule
+    from processors.merge_batch import batch_policy
+
+    settings, metrics = state.settings, state.metrics
+    linker = CaseLinker(CaseIndex(batch_policy(state.context.domain)))
+    cases_topic = settings.topic(DISPATCH_CASES.name)
+    hotspots_topic = settings.topic(HOTSPOTS.name)
+
+    async def publish(topic: str, spec: Any, records: list[Any]) -> None:
+        pending = []
+        for record in records:
+            wire = to_wire(record)
+            pending.append(
+                await app.producer.send(
+                    topic, message_key(spec, wire), encode_json(wire), None, None, None
+                )
+            )
+        await asyncio.gather(*pending)  # delivered before the offsets are committed
+
+    def counted(links: list[Any]) -> None:
+        for link in links:
+            outcome = "relinked" if link.relinked else "merged" if link.merged else "opened"
+            metrics.case_links.labels(outcome).inc()
+
+    @app.task
+    async def link_cases() -> None:
+        stage = run_case_stage(
+            [settings.topic(s.name) for s in DISPATCH_OUTPUTS],
+            cases_group(settings),
+            aiokafka_options(settings),
+            linker,
+            lambda links: publish(cases_topic, DISPATCH_CASES, links),
+            batch_size=settings.sink_batch_size,
+            flush_interval_s=settings.sink_flush_interval_s,
+            session_timeout_s=settings.kafka_session_timeout_s,
+            on_batch=counted,
+            on_rebuild=metrics.case_rebuild_decisions.inc,
+        )
+        await crash_on_failure(app, "case stage", stage)
+
+    rule = HotspotRule(min_cases=settings.hotspot_min_cases, days=settings.hotspot_days)
+    raised: dict[str, int] = {}  # hotspot id -> cases it was raised with (a restart repeats)
+
+    @app.timer(interval=settings.hotspot_interval_s)
+    async def raise_hotspots() -> None:
+        now = datetime.now(UTC)
+        try:
+            result = await state.sink.query(hotspot_counts_sql(rule, now), None)
+        except Exception as exc:  # noqa: BLE001 - a failed poll must not stop the worker
+            log.warning("hotspot query failed: %r", exc)
+            return
+        alerts = new_alerts(hotspot_alerts(place_days(result.rows), now, rule), raised)
+        if not alerts:
+            return
+        await publish(hotspots_topic, HOTSPOTS, alerts)
+        for alert in alerts:
+            raised[alert.hotspot_id] = alert.cases
+            metrics.hotspots_raised.inc()
+            log.info("hotspot %s: %d cases", alert.hotspot_id, alert.cases)
 
 
 def add_report_timer(app: faust.App, state: WorkerState) -> None:

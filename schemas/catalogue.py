@@ -278,6 +278,87 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             **_KAFKA,
         },
     ),
+    ViewDoc(
+        "case_links",
+        "one decided report and the case it belongs to (duplicates share a case)",
+        {
+            "input_id": "the report",
+            "case_id": "its case: the id of the case's first report",
+            "merge_key": "district and merge class the report was compared within",
+            "merged": "1: it joined an open case; 0: it opened one",
+            "reporters": "reports in the case when this report was linked",
+            "absorbed": "cases this report showed to be the same problem (folded into it)",
+            "relinked": "1: linked again because its case was folded into another",
+            "district": "district of the report",
+            "code": "event code decided for the report",
+            "event_name": "its name",
+            "place_level": "how specific the case's place is: name, crossing, number, road, "
+            "street",
+            "place": "the case's most specific place (a 小区, a crossing, road and number)",
+            "reported_at": "when the report came in (UTC)",
+            "linked_at": "when it was linked (UTC)",
+            "linked_at_ms": "when, in milliseconds",
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "cases",
+        "one case: the reports about one problem at one place within its window",
+        {
+            "case_id": "the id of the case's first report",
+            "district": "district",
+            "place_level": "how specific its place is",
+            "place": "its most specific place",
+            "codes": "event codes its reports were given",
+            "event_names": "their names",
+            "reports": "how many reports (callers, inspectors) it has",
+            "first_reported": "its first report (UTC)",
+            "last_reported": "its latest report (UTC)",
+            "input_ids": "its reports",
+        },
+    ),
+    ViewDoc(
+        "hotspots",
+        "a place that kept producing cases, raised once per place and day",
+        {
+            "hotspot_id": "district, place and the day it was raised",
+            "district": "district",
+            "place_level": "how specific the place is",
+            "place": "the place",
+            "cases": "cases there within the rule's days (default: 3 or more in 7 days)",
+            "first_day": "first local day counted",
+            "last_day": "last local day counted (the day it was raised)",
+            "case_ids": "the cases (at most 50, the latest)",
+            "raised_at": "when it was raised (UTC)",
+            "raised_at_ms": "when, in milliseconds",
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "case_embeddings",
+        "one dispatched report as a point for similar-case search (its latest decision), "
+        "once",
+        {
+            "case_id": "the report's case (reports about one problem share it; the "
+            "report's own id until linked)",
+            "input_id": "the report (event_id or appeal_id)",
+            "input_kind": "city_event or citizen_appeal",
+            "code": "event type decided (GB/T 30428.2 code)",
+            "event_name": "the code's name",
+            "district": "district found in the report (empty: not found)",
+            "street": "street or town found in the report",
+            "unit": "the unit it was dispatched to (empty: the place did not settle it)",
+            "auto": "1: dispatched automatically; 0: sent to a dispatcher",
+            "text": "the report's text, personal data masked",
+            "reported_at": "when the report was made (UTC)",
+            "decided_at": "when it was decided (UTC)",
+            "decided_at_ms": "when, in milliseconds (the latest decision's row is kept)",
+            "embedding": "case_embedder's vector: 64 Float32, unit length (cosine = dot "
+            "product; all zeros for a text with no letters)",
+            "model_version": "the case_embedder version that made it (rows of other "
+            "versions are not comparable)",
+        },
+    ),
 )
 
 

@@ -34,6 +34,7 @@ SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
     "dispatch_decision": frozenset({1}),
     "dispatch_feedback": frozenset({1}),
     "case_link": frozenset({1}),
+    "hotspot": frozenset({1}),
     "detection": frozenset({1}),
 }
 
@@ -203,7 +204,11 @@ class DispatchFeedback(_Wire):
 
 class CaseLink(_Wire):
     """A report's case: the reports about one problem at one place within a window share
-    a case (the first report's id). ``absorbed``: cases found to be this one too."""
+    a case (the first report's id). ``absorbed``: cases found to be this one too.
+
+    The report's own facts travel with the link (district, code, time, the case's most
+    specific place) so cases and hotspots are views over links alone. A report whose case
+    was later folded into another gets a second link (``relinked``) naming the new case."""
 
     kind: Literal["case_link"]
     input_id: RecordId
@@ -213,6 +218,32 @@ class CaseLink(_Wire):
     reporters: Annotated[int, Field(ge=1)]
     absorbed: tuple[RecordId, ...] = ()
     linked_at: Timestamp
+    district: StrictStr | None = None
+    code: StrictStr = ""
+    event_name: StrictStr = ""
+    # The case's most specific place as its reports gave it: a level (name, crossing,
+    # number, road, street) and a label such as 香港中路18号.
+    place_level: StrictStr = ""
+    place: Annotated[StrictStr, Field(max_length=200)] = ""
+    reported_at: Timestamp | None = None
+    relinked: bool = False
+
+
+class HotspotAlert(_Wire):
+    """A place that keeps producing cases: ``cases`` cases there from ``first_day`` to
+    ``last_day`` (local days), at least the rule's minimum. One id per place and day, so
+    raising it again that day replaces it."""
+
+    kind: Literal["hotspot"]
+    hotspot_id: Annotated[StrictStr, Field(min_length=1, max_length=300)]
+    district: StrictStr
+    place_level: StrictStr
+    place: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    cases: Annotated[int, Field(ge=1)]
+    first_day: StrictStr
+    last_day: StrictStr
+    case_ids: tuple[RecordId, ...] = ()
+    raised_at: Timestamp
 
 
 class Detection(_Wire):
@@ -229,7 +260,9 @@ class Detection(_Wire):
 
 
 InputRecord = CityEvent | CitizenAppeal | VideoFrameRef
-Record = InputRecord | DispatchDecision | DispatchFeedback | CaseLink | Detection
+Record = (
+    InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert | Detection
+)
 
 _MODELS: dict[str, type[Record]] = {
     "city_event": CityEvent,
@@ -238,6 +271,7 @@ _MODELS: dict[str, type[Record]] = {
     "dispatch_decision": DispatchDecision,
     "dispatch_feedback": DispatchFeedback,
     "case_link": CaseLink,
+    "hotspot": HotspotAlert,
     "detection": Detection,
 }
 

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     # report after midnight, Asia/Shanghai.
     reports_enabled: bool = True
 
+    # --- Cases and hotspots ---------------------------------------------------------
+    # Duplicate merging on the stream (dispatch.cases) and hotspot alerts (city.hotspots).
+    cases_enabled: bool = True
+    # A place with this many cases within this many local days is a hotspot.
+    hotspot_min_cases: int = Field(default=3, ge=1)
+    hotspot_days: int = Field(default=7, ge=1)
+    hotspot_interval_s: float = Field(default=30.0, gt=0)
+
     # --- Worker ----------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

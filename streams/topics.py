@@ -66,6 +66,20 @@ DISPATCH_FEEDBACK = TopicSpec(
     ("input_id",),
     90 * DAY_MS,
 )
+DISPATCH_CASES = TopicSpec(
+    "dispatch.cases",
+    "each decided report's case: duplicates of one problem at one place share a case",
+    "case_link",
+    ("district", "input_id"),
+    30 * DAY_MS,
+)
+HOTSPOTS = TopicSpec(
+    "city.hotspots",
+    "places that keep producing cases (raised once per place and day)",
+    "hotspot",
+    ("district", "place"),
+    90 * DAY_MS,
+)
 DEAD_LETTERS = TopicSpec(
     "citystream.dead_letters",
     "messages no stage could process, with the reason and the original bytes",
@@ -83,14 +97,20 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     DISPATCH_ORDERS,
     DISPATCH_REVIEW,
     DISPATCH_FEEDBACK,
+    DISPATCH_CASES,
+    HOTSPOTS,
     DEAD_LETTERS,
 )
 INGEST_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS, VIDEO_FRAMES)
 # What the dispatch stage reads, and what it writes.
 DISPATCH_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS)
 DISPATCH_OUTPUTS: tuple[TopicSpec, ...] = (DISPATCH_ORDERS, DISPATCH_REVIEW)
-# Everything the sink stores in ClickHouse: the inputs, decisions and feedback.
-STORED_TOPICS: tuple[TopicSpec, ...] = (*INGEST_SOURCES, *DISPATCH_OUTPUTS, DISPATCH_FEEDBACK)
+# What the decision store keeps (its own consumer group): decisions and their cases.
+DECISION_STORE_TOPICS: tuple[TopicSpec, ...] = (*DISPATCH_OUTPUTS, DISPATCH_CASES, HOTSPOTS)
+# Everything the sink stores in ClickHouse: inputs, decisions, cases, hotspots, feedback.
+STORED_TOPICS: tuple[TopicSpec, ...] = (
+    *INGEST_SOURCES, *DECISION_STORE_TOPICS, DISPATCH_FEEDBACK
+)
 # What the worker's Faust agents read (the worker's own consumer group); decisions are
 # stored by a plain consumer of their own group (one per decision, at hundreds a
 # second, Faust's per-message work cost a quarter of the worker's CPU).
@@ -102,13 +122,21 @@ def decisions_group(settings: Settings) -> str:
     return f"{settings.consumer_group}.decisions"
 
 
+def cases_group(settings: Settings) -> str:
+    """The consumer group that links decisions to cases."""
+    return f"{settings.consumer_group}.cases"
+
+
 def stored_groups(settings: Settings) -> dict[str, list[str]]:
-    """Consumer group -> the topics it stores: zero lag on all of them means every input,
-    decision and verdict so far is in ClickHouse. Inputs first: their offsets commit only
-    after their decisions are published, so the decisions' lag is read after."""
+    """Consumer group -> the topics it consumes: zero lag on all of them means every input,
+    decision, case link and verdict so far is in ClickHouse. In pipeline order: a stage
+    commits its input only after its outputs are published, so each group's lag is read
+    after the groups that feed it."""
+    outputs = [settings.topic(s.name) for s in DISPATCH_OUTPUTS]
     return {
         settings.consumer_group: [settings.topic(s.name) for s in AGENT_TOPICS],
-        decisions_group(settings): [settings.topic(s.name) for s in DISPATCH_OUTPUTS],
+        cases_group(settings): outputs,
+        decisions_group(settings): [settings.topic(s.name) for s in DECISION_STORE_TOPICS],
     }
 
 

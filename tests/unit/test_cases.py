@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.cases import link_decision
+from processors.cases import CaseLinker, link_decision
 from processors.merge import CaseIndex
 from processors.merge_batch import batch_policy
 from schemas.records import DispatchDecision
@@ -62,3 +62,45 @@ def test_the_same_problem_days_later_is_a_new_case(index):
 def test_a_state_this_version_cannot_read_starts_the_key_afresh(index):
     step = link_decision(decision("e1", 0), {"state": {"v": -1}, "recent": {}}, index, T0)
     assert step.link.case_id == "e1" and step.value is not None
+
+
+def test_a_report_that_folds_two_cases_relinks_the_reports_of_the_absorbed_one(index):
+    linker = CaseLinker(index)
+    by_name = decision("f1", 0, road=None, text="海韵花园小区停水了", code="E06")
+    by_name = by_name.model_copy(update={"place": "海韵花园", "street": "八大关街道"})
+    by_road = decision("f2", 5, text="香港中路18号小区停水")
+    bridge = decision("f3", 10, text="香港中路18号海韵花园3号楼停水").model_copy(
+        update={"place": "海韵花园", "street": "八大关街道"}
+    )
+    first = linker.link(by_name, T0)
+    second = linker.link(by_road, T0)
+    assert [first[0].case_id, second[0].case_id] == ["f1", "f2"]
+    links = linker.link(bridge, T0)
+    assert links[0].merged and links[0].reporters == 3
+    survivor = links[0].case_id
+    (relink,) = links[1:]
+    absorbed = ({"f1", "f2"} - {survivor}).pop()
+    assert relink.input_id == absorbed and relink.case_id == survivor and relink.relinked
+    # The relinked report keeps its own facts: the case view adds up without it.
+    assert relink.code == "E06" and relink.reported_at is not None
+    assert relink.district == "市南区" and relink.reporters == 3
+    # A repeat of the absorbed report now gets its new case.
+    again = linker.link(by_name if absorbed == "f1" else by_road, T0)
+    assert again[0].case_id == survivor
+
+
+def test_links_carry_the_report_facts_and_the_case_place(index):
+    (link,) = CaseLinker(index).link(decision("g1", 0), T0)
+    assert (link.district, link.code, link.event_name) == ("市南区", "E06", "供水问题")
+    assert (link.place_level, link.place) == ("number", "香港中路18号")
+    assert link.reported_at == T0
+
+
+def test_forget_drops_every_key(index):
+    linker = CaseLinker(index)
+    linker.link(decision("h1", 0), T0)
+    assert linker.values
+    linker.forget()
+    assert not linker.values
+    (again,) = linker.link(decision("h2", 5), T0)
+    assert again.case_id == "h2"  # no memory of h1: a rebuild must replay it first

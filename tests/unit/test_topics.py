@@ -18,6 +18,7 @@ from streams.topics import (
     kinds_by_topic,
     message_key,
     spec_for_kind,
+    stored_groups,
     topic_configs,
 )
 
@@ -91,7 +92,18 @@ def test_kinds_by_topic_uses_prefix():
         "dev.dispatch.orders": "dispatch_decision",
         "dev.dispatch.review": "dispatch_decision",
         "dev.dispatch.feedback": "dispatch_feedback",
+        "dev.dispatch.cases": "case_link",
+        "dev.city.hotspots": "hotspot",
     }
+
+
+def test_stored_groups_in_pipeline_order():
+    groups = stored_groups(Settings(topic_prefix="t.", consumer_group="g"))
+    assert list(groups) == ["g", "g.cases", "g.decisions"]
+    assert groups["g.cases"] == ["t.dispatch.orders", "t.dispatch.review"]
+    assert groups["g.decisions"] == [
+        "t.dispatch.orders", "t.dispatch.review", "t.dispatch.cases", "t.city.hotspots"
+    ]
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda s: s.name)

@@ -1,0 +1,253 @@
+"""The merge stage's Kafka edge: decisions in, case links out to ``dispatch.cases``.
+
+A plain consumer of its own group over ``dispatch.orders`` and ``dispatch.review``
+(co-partitioned by district, assigned with the range assignor so partition p of both
+topics lands on one consumer, with the state of the districts keyed there). Per batch:
+links computed by the pure ``CaseLinker``, published, delivery confirmed, then exactly
+the batch's offsets committed, so a crash repeats the uncommitted tail and the links it
+gives again replace the stored ones (one row per report).
+
+State is rebuilt, not restored. On every assignment the stage reads back, for each
+partition, the decisions of the ``lookback`` before its committed offset (the longest a
+case can stay open), feeds them to the linker without publishing, and goes on from the
+committed offset. There is no changelog to write on every decision and no recovery
+protocol to hang (faust-streaming's table recovery stalled in our tests after a restart:
+issues #74, #176 upstream); the price is reading back up to two days of decisions on a
+rebalance, which is seconds at a city's volume.
+
+Messages of one batch (and of a rebuild) are linked in broker-timestamp order across the
+two topics, so a rebuild sees them in the order the live stage did, up to reports that
+arrived in the same millisecond on the two topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from processors.cases import CaseLinker
+from processors.merge import MergePolicy
+from schemas.errors import RecordError
+from schemas.records import CaseLink, DispatchDecision, parse_record
+from streams.codecs import decode_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionMessage:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes | None
+
+
+def link_order(messages: Iterable[DecisionMessage]) -> list[DecisionMessage]:
+    """The order the linker sees messages in, live and in a rebuild alike."""
+    return sorted(messages, key=lambda m: (m.timestamp_ms, m.topic, m.partition, m.offset))
+
+
+def read_decision(msg: DecisionMessage) -> DispatchDecision | None:
+    """The decision, or None when the message is not one. The decision store dead-letters
+    such a message from the same topic (with its reason): here it has no case."""
+    try:
+        record = parse_record(decode_json(msg.value, 10 * 1024 * 1024))
+    except RecordError as err:
+        log.warning("case stage skips %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                    err.reason)
+        return None
+    return record if isinstance(record, DispatchDecision) else None
+
+
+def lookback(policy: MergePolicy) -> timedelta:
+    """How far back a rebuild reads: no case stays open longer than its class's span plus
+    the grace period (and no report joins a case later than its window)."""
+    longest = max((c.max_span for c in policy.classes), default=timedelta(0))
+    return max(longest, policy.unclassified.max_span) + policy.grace
+
+
+def link_messages(
+    linker: CaseLinker, messages: Sequence[DecisionMessage], now: datetime
+) -> list[CaseLink]:
+    links: list[CaseLink] = []
+    for msg in link_order(messages):
+        decision = read_decision(msg)
+        if decision is not None:
+            links.extend(linker.link(decision, now))
+    return links
+
+
+async def _read_range(
+    options: dict[str, Any], ranges: dict[Any, tuple[int, int]]
+) -> list[DecisionMessage]:
+    """The messages at offsets [start, end) of each partition, by a group-less consumer."""
+    from aiokafka import AIOKafkaConsumer
+
+    wanted = {tp: r for tp, r in ranges.items() if r[0] < r[1]}
+    if not wanted:
+        return []
+    reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **options)
+    await reader.start()
+    try:
+        reader.assign(list(wanted))
+        for tp, (start, _) in wanted.items():
+            reader.seek(tp, start)
+        out: list[DecisionMessage] = []
+        pending = set(wanted)
+        while pending:
+            fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
+            for tp, batch in fetched.items():
+                end = wanted[tp][1]
+                out.extend(
+                    DecisionMessage(m.topic, m.partition, m.offset, m.timestamp, m.value)
+                    for m in batch
+                    if m.offset < end
+                )
+            for tp in list(pending):
+                if await reader.position(tp) >= wanted[tp][1]:
+                    pending.discard(tp)
+        return out
+    finally:
+        await reader.stop()
+
+
+@dataclass
+class Rebuilt:
+    """What a rebuild fed the linker: per (topic, partition), the offsets below this one."""
+
+    floors: dict[tuple[str, int], int]
+    decisions: int
+
+    def fresh(self, messages: Iterable[DecisionMessage]) -> list[DecisionMessage]:
+        """The messages the rebuild did not already feed (fetched before it finished)."""
+        return [m for m in messages if m.offset >= self.floors.get((m.topic, m.partition), 0)]
+
+
+async def rebuild(
+    consumer: Any, options: dict[str, Any], assigned: Iterable[Any], linker: CaseLinker,
+    window: timedelta,
+) -> Rebuilt:
+    """Give the linker back the open cases of the assigned partitions."""
+    linker.forget()
+    committed: dict[Any, int] = {}
+    for tp in assigned:
+        offset = await consumer.committed(tp)
+        if offset:
+            committed[tp] = offset
+    floors = {(tp.topic, tp.partition): c for tp, c in committed.items()}
+    if not committed:
+        return Rebuilt(floors, 0)
+    # The broker time of each partition's last linked decision; the rebuild reads the
+    # window before it (a stage that was down for a day still finds the open cases).
+    last = await _read_range(options, {tp: (c - 1, c) for tp, c in committed.items()})
+    times = {(m.topic, m.partition): m.timestamp_ms for m in last}
+    since = {
+        tp: max(times.get((tp.topic, tp.partition), 0) - int(window.total_seconds() * 1000), 0)
+        for tp in committed
+    }
+    offsets = await _offsets_for_times(options, since)
+    ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
+    messages = await _read_range(options, ranges)
+    link_messages(linker, messages, datetime.now(UTC))
+    return Rebuilt(floors, len(messages))
+
+
+async def _offsets_for_times(options: dict[str, Any], since: dict[Any, int]) -> dict[Any, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **options)
+    await reader.start()
+    try:
+        found = await reader.offsets_for_times(since)
+        ends = await reader.end_offsets(list(since))
+    finally:
+        await reader.stop()
+    # No message at or after the time: nothing of the window is left before the end.
+    return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in since}
+
+
+async def run_case_stage(
+    topics: Sequence[str],
+    group: str,
+    options: dict[str, Any],
+    linker: CaseLinker,
+    publish: Callable[[list[CaseLink]], Awaitable[None]],
+    *,
+    batch_size: int,
+    flush_interval_s: float,
+    session_timeout_s: float,
+    on_batch: Callable[[list[CaseLink]], None] | None = None,
+    on_rebuild: Callable[[int], None] | None = None,
+) -> None:
+    """Consume decisions and publish their links until cancelled; a failure propagates
+    (the worker crashes rather than idle with offsets behind)."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.errors import CommitFailedError
+
+    window = lookback(linker.index.policy)
+    consumer = AIOKafkaConsumer(
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        session_timeout_ms=int(session_timeout_s * 1000),
+        heartbeat_interval_ms=int(session_timeout_s * 100),
+        **options,
+    )
+
+    # aiokafka fetches for a new assignment while the listener still runs: the loop waits
+    # for the rebuild before linking, and skips what the rebuild already fed the linker.
+    ready = asyncio.Event()
+    rebuilt = Rebuilt({}, 0)
+
+    class Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            ready.clear()
+            linker.forget()
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            nonlocal rebuilt
+            ready.clear()
+            started = asyncio.get_running_loop().time()
+            rebuilt = await rebuild(consumer, options, assigned, linker, window)
+            ready.set()
+            if on_rebuild is not None:
+                on_rebuild(rebuilt.decisions)
+            log.info("case stage: %d partitions, %d decisions read back, %d keys, %.2f s",
+                     len(assigned), rebuilt.decisions, len(linker.values),
+                     asyncio.get_running_loop().time() - started)
+
+    consumer.subscribe(list(topics), listener=Rebuild())
+    await consumer.start()
+    try:
+        while True:
+            fetched = await consumer.getmany(
+                timeout_ms=int(flush_interval_s * 1000), max_records=batch_size
+            )
+            messages = [
+                DecisionMessage(m.topic, m.partition, m.offset, m.timestamp, m.value)
+                for batch in fetched.values()
+                for m in batch
+            ]
+            if not messages:
+                continue
+            await ready.wait()
+            links = link_messages(linker, rebuilt.fresh(messages), datetime.now(UTC))
+            await publish(links)
+            if on_batch is not None:
+                on_batch(links)
+            try:
+                await consumer.commit(
+                    {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+                )
+            except CommitFailedError as exc:
+                # Rebalanced meanwhile: the new owner links these again, to the same cases.
+                log.warning("case link offsets not committed (rebalance): %s", exc)
+    finally:
+        await consumer.stop()
