@@ -11,6 +11,8 @@ SAMPLE_COUNT ?= 2000
 SAMPLE_RATE ?= 300
 # The sample's report times spread over the last day, so the dashboard has a day to show.
 SAMPLE_SPAN_HOURS ?= 24
+# Incidents reported by several people on top of the sample: duplicates for merging.
+SAMPLE_BURSTS ?= 80
 WEB := http://127.0.0.1:6066
 CREDENTIALS := var/local-credentials.txt
 # This run's ids (runs add up in the tables; the summary shows this one).
@@ -68,7 +70,7 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	$(CITYSTREAM) users ensure-local --credentials $(CREDENTIALS)
 	$(CITYSTREAM) stack up
 	@mkdir -p var/sample
-	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --span-hours $(SAMPLE_SPAN_HOURS) --output var/sample/latest.jsonl --truth var/sample/latest.truth.jsonl
+	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --span-hours $(SAMPLE_SPAN_HOURS) --bursts $(SAMPLE_BURSTS) --output var/sample/latest.jsonl --truth var/sample/latest.truth.jsonl
 	$(CITYSTREAM) replay var/sample/latest.jsonl --rate $(SAMPLE_RATE)
 	$(CITYSTREAM) wait --timeout 300
 	$(CITYSTREAM) units-feedback --truth var/sample/latest.truth.jsonl
@@ -76,6 +78,8 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@$(CITYSTREAM) query "SELECT 'city_events' AS table, count() AS stored_rows FROM city_events UNION ALL SELECT 'citizen_appeals', count() FROM citizen_appeals UNION ALL SELECT 'dead_letters', count() FROM dead_letters UNION ALL SELECT 'dispatch_decisions', count() FROM dispatch_decisions"
 	@echo
 	@$(CITYSTREAM) query "SELECT if(auto = 1, 'dispatch.orders (automatic)', 'dispatch.review (dispatcher)') AS outcome, count() AS decisions, round(avg(confidence), 3) AS mean_confidence, groupUniqArray(backend) AS backend, round(quantile(0.5)(total_ms)) AS p50_ms_kafka_to_decision, round(quantile(0.99)(total_ms)) AS p99_ms FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' GROUP BY outcome ORDER BY outcome"
+	@echo
+	@$(CITYSTREAM) query "SELECT count() AS reports_linked, uniqExact(case_id) AS cases, countIf(merged = 1) AS merged_into_a_case, (SELECT count() FROM hotspots) AS hotspots FROM case_links WHERE input_id LIKE 'r$(RUN_ID)-%'"
 	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""

@@ -47,6 +47,12 @@ class DecisionMessage:
     value: bytes | None
 
 
+# Called with the batch's decisions (each with its message) and their links.
+Linked = Callable[
+    [list[tuple[DecisionMessage, DispatchDecision]], list[CaseLink]], Awaitable[None]
+]
+
+
 def link_order(messages: Iterable[DecisionMessage]) -> list[DecisionMessage]:
     """The order the linker sees messages in, live and in a rebuild alike."""
     return sorted(messages, key=lambda m: (m.timestamp_ms, m.topic, m.partition, m.offset))
@@ -71,15 +77,18 @@ def lookback(policy: MergePolicy) -> timedelta:
     return max(longest, policy.unclassified.max_span) + policy.grace
 
 
+def read_decisions(
+    messages: Sequence[DecisionMessage],
+) -> list[tuple[DecisionMessage, DispatchDecision]]:
+    """The messages' decisions, in link order, each with its message."""
+    pairs = ((m, read_decision(m)) for m in link_order(messages))
+    return [(m, d) for m, d in pairs if d is not None]
+
+
 def link_messages(
     linker: CaseLinker, messages: Sequence[DecisionMessage], now: datetime
 ) -> list[CaseLink]:
-    links: list[CaseLink] = []
-    for msg in link_order(messages):
-        decision = read_decision(msg)
-        if decision is not None:
-            links.extend(linker.link(decision, now))
-    return links
+    return linker.link_all((d for _, d in read_decisions(messages)), now)
 
 
 async def _read_range(
@@ -183,9 +192,12 @@ async def run_case_stage(
     session_timeout_s: float,
     on_batch: Callable[[list[CaseLink]], None] | None = None,
     on_rebuild: Callable[[int], None] | None = None,
+    on_linked: Linked | None = None,
 ) -> None:
     """Consume decisions and publish their links until cancelled; a failure propagates
-    (the worker crashes rather than idle with offsets behind)."""
+    (the worker crashes rather than idle with offsets behind). ``on_linked`` runs before
+    the links are published (the worker stores the cases' embeddings there), so its work
+    is durable before the offsets are committed too."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.range import RangePartitionAssignor
     from aiokafka.errors import CommitFailedError
@@ -238,7 +250,10 @@ async def run_case_stage(
             if not messages:
                 continue
             await ready.wait()
-            links = link_messages(linker, rebuilt.fresh(messages), datetime.now(UTC))
+            decisions = read_decisions(rebuilt.fresh(messages))
+            links = linker.link_all((d for _, d in decisions), datetime.now(UTC))
+            if on_linked is not None:
+                await on_linked(decisions, links)
             await publish(links)
             if on_batch is not None:
                 on_batch(links)

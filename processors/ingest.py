@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -345,11 +346,36 @@ def _decision_row(rec: DispatchDecision, msg: SourceMessage) -> StoredRow:
     return StoredRow("dispatch_decisions_log", rec.input_id, row, extra=_audit_rows(rec, msg))
 
 
+def audit_row(
+    input_id: str,
+    model: str,
+    version: str,
+    text: str,
+    output: Mapping[str, Any],
+    backend: str,
+    processor: str,
+    produced_at: datetime,
+    kafka: Mapping[str, Any],
+) -> StoredRow:
+    """One model output, audited: which model and version saw which input (by hash: the
+    text itself is stored masked with its record) and what it answered. ``produced_at``
+    is the decision's time, so a repeated delivery collapses into the same row."""
+    return StoredRow("model_audit_log", f"{input_id}:{model}", {
+        "input_id": input_id,
+        "model": model,
+        "version": version,
+        "input_hash": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "output": json.dumps(output, ensure_ascii=False, sort_keys=True),
+        "backend": backend,
+        "processor": processor,
+        "produced_at": utc_naive(produced_at),
+        "produced_at_ms": int(produced_at.timestamp() * 1000),
+        **kafka,
+    })
+
+
 def _audit_rows(rec: DispatchDecision, msg: SourceMessage) -> tuple[StoredRow, ...]:
-    """Every model output, audited: which model and version saw which input (by hash:
-    the text itself is in the decision, masked) and what it answered."""
-    digest = hashlib.sha256(rec.text.encode("utf-8")).hexdigest()
-    produced_ms = int(rec.decided_at.timestamp() * 1000)
+    """Every dispatch model output, audited."""
     outputs = {
         "event_classifier": {"code": rec.code, "alt_codes": [a.code for a in rec.alternatives]},
         "dispatch_router": {
@@ -359,21 +385,11 @@ def _audit_rows(rec: DispatchDecision, msg: SourceMessage) -> tuple[StoredRow, .
             "alt_routes": [a.route for a in rec.alternatives],
         },
     }
-    rows = []
-    for model, version in sorted(rec.model_versions.items()):
-        rows.append(StoredRow("model_audit_log", f"{rec.input_id}:{model}", {
-            "input_id": rec.input_id,
-            "model": model,
-            "version": version,
-            "input_hash": digest,
-            "output": json.dumps(outputs.get(model, {}), ensure_ascii=False, sort_keys=True),
-            "backend": rec.backend,
-            "processor": "dispatch",
-            "produced_at": utc_naive(rec.decided_at),
-            "produced_at_ms": produced_ms,
-            **_kafka_columns(msg),
-        }))
-    return tuple(rows)
+    return tuple(
+        audit_row(rec.input_id, model, version, rec.text, outputs.get(model, {}), rec.backend,
+                  "dispatch", rec.decided_at, _kafka_columns(msg))
+        for model, version in sorted(rec.model_versions.items())
+    )
 
 
 def _feedback_row(rec: DispatchFeedback, msg: SourceMessage) -> StoredRow:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import ssl
 import time
@@ -89,6 +90,8 @@ class WorkerState:
     metrics: IngestMetrics = field(default_factory=IngestMetrics)
     assigned: bool = False
     dispatch: DispatchStage | None = None
+    # Embeds each decided report for similar-case search (None: not stored).
+    case_embedder: Any = None
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -410,8 +413,10 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
     from processors.case_stage import run_case_stage
     from processors.cases import CaseLinker
     from processors.hotspots import hotspot_alerts, hotspot_counts_sql, new_alerts, place_days
+    from processors.ingest import audit_row
     from processors.merge import CaseIndex, HotspotRule
     from processors.merge_batch import batch_policy
+    from processors.similar import EMBEDDINGS_LOG, embedding_row
 
     settings, metrics = state.settings, state.metrics
     linker = CaseLinker(CaseIndex(batch_policy(state.context.domain)))
@@ -428,6 +433,33 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
                 )
             )
         await asyncio.gather(*pending)  # delivered before the offsets are committed
+
+    embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-embed")
+
+    async def store_embeddings(decisions: list[Any], links: list[Any]) -> None:
+        """Each decided report's embedding (and its audit row) into the warehouse, with its
+        case; a repeat replaces the row (one per report)."""
+        if not decisions:
+            return
+        embedder = state.case_embedder
+        texts = [d.text for _, d in decisions]
+        vectors = await asyncio.get_running_loop().run_in_executor(
+            embed_thread, embedder.embed, texts
+        )
+        backend = embedder.last_backend
+        case_of = {link.input_id: link.case_id for link in links}
+        rows, audit = [], []
+        for (msg, decision), vector in zip(decisions, vectors, strict=True):
+            rows.append(embedding_row(decision, vector, embedder.version,
+                                      case_id=case_of.get(decision.input_id)))
+            audit.append(audit_row(
+                decision.input_id, embedder.name, embedder.version, decision.text,
+                {"dims": len(vector), "sha256": hashlib.sha256(vector.tobytes()).hexdigest()},
+                backend, "cases", decision.decided_at,
+                {"kafka_topic": msg.topic, "kafka_partition": msg.partition,
+                 "kafka_offset": msg.offset},
+            ).row)
+        await state.sink.write({EMBEDDINGS_LOG: rows, "model_audit_log": audit})
 
     def counted(links: list[Any]) -> None:
         for link in links:
@@ -447,6 +479,7 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
             session_timeout_s=settings.kafka_session_timeout_s,
             on_batch=counted,
             on_rebuild=metrics.case_rebuild_decisions.inc,
+            on_linked=store_embeddings if state.case_embedder is not None else None,
         )
         await crash_on_failure(app, "case stage", stage)
 
@@ -706,6 +739,17 @@ def build_state(settings: Settings, warehouse: Any) -> WorkerState:
         dispatch = build_dispatch_stage(
             settings, domain, metrics, dataclasses.replace(context, analyse_appeals=False)
         )
+    case_embedder = None
+    if settings.cases_enabled and settings.similar_cases_enabled:
+        from models.embedding.serving import build_case_embedder
+
+        case_embedder = build_case_embedder(
+            settings,
+            observe=metrics.observe_model_call,
+            on_fallback=metrics.inference_fallbacks.inc,
+            on_retry=lambda request: metrics.inference_retries.labels(request).inc(),
+        )
     return WorkerState(
-        settings=settings, context=context, sink=sink, metrics=metrics, dispatch=dispatch
+        settings=settings, context=context, sink=sink, metrics=metrics, dispatch=dispatch,
+        case_embedder=case_embedder,
     )

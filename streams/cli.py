@@ -84,11 +84,12 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     with out.open("wb") as fh:
         records = sample_records(
             domain, args.count, args.seed, run_id, args.invalid_every,
-            span=timedelta(hours=args.span_hours), truth=truth,
+            span=timedelta(hours=args.span_hours), truth=truth, bursts=args.bursts,
         )
         for line in json_lines(records):
             fh.write(line + b"\n")
-    print(f"wrote {args.count} records to {out} (run {run_id})")
+    bursts = f" and the reports of {args.bursts} incidents" if args.bursts else ""
+    print(f"wrote {args.count} records{bursts} to {out} (run {run_id})")
     if args.truth:
         Path(args.truth).write_bytes(
             b"".join(orjson.dumps({"id": k, **v}) + b"\n" for k, v in truth.items())
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--run-id", default=None, help="id prefix (default: random, so runs add up)")
     p.add_argument("--invalid-every", type=int, default=0, help="break every Nth record")
+    p.add_argument("--bursts", type=int, default=0,
+                   help="add N incidents reported by several people (duplicates to merge)")
     p.add_argument("--span-hours", type=float, default=1 / 6,
                    help="report times spread over this many hours before now (default 10 min)")
     p.add_argument("--output", required=True)

@@ -55,6 +55,7 @@ def sample_records(
     now: datetime | None = None,
     span: timedelta = timedelta(minutes=10),
     truth: dict[str, dict[str, str]] | None = None,
+    bursts: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """``count`` records; every ``invalid_every``-th one is broken in some way (0: none).
 
@@ -62,7 +63,72 @@ def sample_records(
     (appeals in citizens' words, inspectors' events), re-stamped to within ``span`` before
     ``now`` and given ids of this run, so repeated runs add up instead of replacing each
     other. ``truth``, when given, collects each valid report's right unit and code (what
-    the units' feedback simulator answers with)."""
+    the units' feedback simulator answers with).
+
+    ``bursts``: that many incidents reported by several people (``models.simulator.bursts``:
+    one burst pipe, one noisy site, with near misses that are other problems), on top of
+    ``count``, re-stamped into the span; their truth names the incident. The records come
+    in report-time order, as a live stream does."""
+    records = list(_sample_records(domain, count, seed, run_id, invalid_every, now, span, truth))
+    if bursts:
+        records.extend(_burst_records(domain, bursts, seed, run_id, now, span, truth))
+    records.sort(key=_reported)
+    yield from records
+
+
+def _reported(record: dict[str, Any]) -> str:
+    at = record.get("reported_at") or record.get("received_at") or ""
+    return datetime.fromisoformat(at).astimezone(UTC).isoformat() if at else ""
+
+
+def _burst_records(
+    domain: Domain,
+    bursts: int,
+    seed: int,
+    run_id: str,
+    now: datetime | None,
+    span: timedelta,
+    truth: dict[str, dict[str, str]] | None,
+) -> Iterator[dict[str, Any]]:
+    from models.simulator import to_wire
+    from models.simulator.bursts import burst_stream
+
+    now = now or datetime.now(UTC)
+    days = max(1, int(span.total_seconds() // 86400))
+    stream = burst_stream(domain, seed, n_incidents=bursts, background=0, days=days)
+    if not stream:
+        return
+    first = min(b.record.reported_at for b in stream)
+    last = max(b.record.reported_at for b in stream)
+    # Squeezed into the span when the span is shorter than the simulator's day.
+    scale = min(1.0, span / max(last - first, timedelta(seconds=1)))
+    for n, burst in enumerate(stream):
+        record = burst.record
+        at = (now - span + (record.reported_at - first) * scale).astimezone(CST)
+        wire = to_wire(record)
+        if wire["kind"] == "city_event":
+            wire["event_id"] = f"{run_id}-be{n}"
+            wire["reported_at"] = at.isoformat()
+        else:
+            wire["appeal_id"] = f"{run_id}-ba{n}"
+            wire["received_at"] = at.isoformat()
+        if truth is not None:
+            record_id = wire.get("event_id") or wire["appeal_id"]
+            truth[record_id] = {"unit": record.true_unit, "code": record.code,
+                                "incident": burst.incident_id or ""}
+        yield wire
+
+
+def _sample_records(
+    domain: Domain,
+    count: int,
+    seed: int,
+    run_id: str,
+    invalid_every: int,
+    now: datetime | None,
+    span: timedelta,
+    truth: dict[str, dict[str, str]] | None,
+) -> Iterator[dict[str, Any]]:
     from models.simulator import generate_history, to_wire
 
     rng = random.Random(seed)

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # --- Cases and hotspots ---------------------------------------------------------
     # Duplicate merging on the stream (dispatch.cases) and hotspot alerts (city.hotspots).
     cases_enabled: bool = True
+    # Each decided report embedded (models/embedding: case_embedder) and stored in
+    # case_embeddings, for the board's similar past cases.
+    similar_cases_enabled: bool = True
     # A place with this many cases within this many local days is a hotspot.
     hotspot_min_cases: int = Field(default=3, ge=1)
     hotspot_days: int = Field(default=7, ge=1)

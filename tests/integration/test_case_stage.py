@@ -131,6 +131,17 @@ def test_live_cases_match_the_pure_linker_across_a_restart_and_a_kill(
     assert 0 < third.metric("citystream_case_rebuild_decisions_total") < len(decisions)
     assert third.metric("citystream_case_links_total", outcome="opened") > 0  # it had work
 
+    # Every report embedded once for similar-case search, with the model output audited.
+    embedded = third.query(
+        "SELECT count() AS n, uniqExact(input_id) AS reports, any(length(embedding)) AS dims "
+        "FROM case_embeddings"
+    )
+    assert embedded == [{"n": len(decisions), "reports": len(decisions), "dims": 64}]
+    audited = third.query(
+        "SELECT count() AS n FROM model_audit WHERE model = 'case_embedder' AND processor = 'cases'"
+    )
+    assert audited == [{"n": len(decisions)}]
+
     # The cases view adds up: each case's reporters are its reports.
     cases = third.query("SELECT case_id, reports FROM cases")
     sizes: dict[str, int] = {}
