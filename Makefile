@@ -80,6 +80,7 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@$(CITYSTREAM) query "SELECT if(auto = 1, 'dispatch.orders (automatic)', 'dispatch.review (dispatcher)') AS outcome, count() AS decisions, round(avg(confidence), 3) AS mean_confidence, groupUniqArray(backend) AS backend, round(quantile(0.5)(total_ms)) AS p50_ms_kafka_to_decision, round(quantile(0.99)(total_ms)) AS p99_ms FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' GROUP BY outcome ORDER BY outcome"
 	@echo
 	@$(CITYSTREAM) query "SELECT count() AS reports_linked, uniqExact(case_id) AS cases, countIf(merged = 1) AS merged_into_a_case, (SELECT count() FROM hotspots) AS hotspots FROM case_links WHERE input_id LIKE 'r$(RUN_ID)-%'"
+	@$(CITYSTREAM) cases-eval --truth var/sample/latest.truth.jsonl
 	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""

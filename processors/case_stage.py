@@ -70,6 +70,11 @@ def read_decision(msg: DecisionMessage) -> DispatchDecision | None:
     return record if isinstance(record, DispatchDecision) else None
 
 
+def _log_link_error(decision: DispatchDecision, exc: Exception) -> None:
+    log.error("case stage: %s left unmerged after a merge error: %r", decision.input_id, exc,
+              exc_info=exc)
+
+
 def lookback(policy: MergePolicy) -> timedelta:
     """How far back a rebuild reads: no case stays open longer than its class's span plus
     the grace period (and no report joins a case later than its window)."""
@@ -251,7 +256,9 @@ async def run_case_stage(
                 continue
             await ready.wait()
             decisions = read_decisions(rebuilt.fresh(messages))
-            links = linker.link_all((d for _, d in decisions), datetime.now(UTC))
+            links = linker.link_all(
+                (d for _, d in decisions), datetime.now(UTC), on_error=_log_link_error
+            )
             if on_linked is not None:
                 await on_linked(decisions, links)
             await publish(links)

@@ -14,7 +14,7 @@ open longer than the longest window plus the grace period.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +56,7 @@ def _link(
     now: datetime,
     case: Case | None = None,
 ) -> CaseLink:
-    level, place = case_place(case) if case is not None else ("", "")
+    level, place = (case_place(case) if case is not None else None) or ("", "")
     if case is None and decision.place:
         level, place = "name", decision.place
     return CaseLink(
@@ -166,8 +166,23 @@ class CaseLinker:
             self.values[step.key] = step.value
         return [step.link, *step.relinks]
 
-    def link_all(self, decisions: Iterable[DispatchDecision], now: datetime) -> list[CaseLink]:
-        return [link for d in decisions for link in self.link(d, now)]
+    def link_all(
+        self,
+        decisions: Iterable[DispatchDecision],
+        now: datetime,
+        on_error: Callable[[DispatchDecision, Exception], None] | None = None,
+    ) -> list[CaseLink]:
+        """Every decision's links. A decision the merge logic fails on (a bug) becomes its
+        own case, reported to ``on_error``: one report unmerged, not a stalled stream."""
+        links: list[CaseLink] = []
+        for decision in decisions:
+            try:
+                links.extend(self.link(decision, now))
+            except Exception as exc:  # noqa: BLE001 - any bug: the report stays its own case
+                if on_error is not None:
+                    on_error(decision, exc)
+                links.append(_link(decision, decision.input_id, None, False, 1, (), now))
+        return links
 
     def forget(self) -> None:
         """Drop every key (partitions were reassigned: the stage rebuilds what it owns)."""

@@ -136,6 +136,48 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def _run_truth(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """A sample's truth file (``citystream sample --truth``) and its run's id prefix; None
+    (with the reason printed) unless it holds one run's reports."""
+    truth = {}
+    for line in path.read_bytes().splitlines():
+        doc = orjson.loads(line)
+        truth[doc["id"]] = doc
+    prefixes = sorted({record_id.rsplit("-", 1)[0] for record_id in truth})
+    if len(prefixes) != 1 or not prefixes[0].replace("_", "").isalnum():
+        print("citystream: the truth file must hold one run's reports", file=sys.stderr)
+        return truth, None
+    return truth, prefixes[0]
+
+
+def cmd_cases_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """The live merge against the sample's incidents: pairwise and B-cubed scores."""
+    from processors.merge_eval import clustering_scores
+    from streams.query import analyst_reads
+
+    truth, prefix = _run_truth(Path(args.truth))
+    if prefix is None:
+        return 2
+    with analyst_reads(settings) as reads:
+        rows = reads.query(
+            f"SELECT input_id, case_id FROM case_links WHERE input_id LIKE '{prefix}-%'"
+        ).dicts()
+    predicted = {r["input_id"]: r["case_id"] for r in rows}
+    # Reports of no incident are each their own; reports never linked are left out.
+    gold = {i: doc.get("incident") or f"alone:{i}" for i, doc in truth.items() if i in predicted}
+    if not gold:
+        print("citystream: no linked reports of this run yet", file=sys.stderr)
+        return 1
+    scores = clustering_scores(gold, predicted)
+    incidents = {g for g in gold.values() if not g.startswith("alone:")}
+    cases = len(set(predicted.values()))
+    print(f"live merge on {len(gold)} linked reports ({len(incidents)} incidents, {cases} "
+          f"cases): pairwise precision {scores.pairwise_precision:.3f}, recall "
+          f"{scores.pairwise_recall:.3f}; B-cubed {scores.bcubed_precision:.3f} / "
+          f"{scores.bcubed_recall:.3f}")
+    return 0
+
+
 def cmd_units_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from models.simulator.feedback import StoredDecision, units_feedback
     from schemas.records import to_wire
@@ -145,14 +187,10 @@ def cmd_units_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topics import DISPATCH_FEEDBACK, message_key
     from web.views import to_utc
 
-    truth = {}
-    for line in Path(args.truth).read_bytes().splitlines():
-        doc = orjson.loads(line)
-        truth[doc["id"]] = doc
-    prefixes = sorted({record_id.rsplit("-", 1)[0] for record_id in truth})
-    if len(prefixes) != 1 or not prefixes[0].replace("_", "").isalnum():
-        print("citystream: the truth file must hold one run's reports", file=sys.stderr)
+    truth, prefix = _run_truth(Path(args.truth))
+    if prefix is None:
         return 2
+    prefixes = [prefix]
     with analyst_reads(settings) as reads:
         result = reads.query(
             "SELECT input_id, unit, code, auto, received_at, respond_by, decided_at "
@@ -319,6 +357,19 @@ def cmd_bench_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return run_dispatch_bench(settings, args.events, rates, Path(args.output))
 
 
+def cmd_bench_storage(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.storage_bench import run_storage_bench
+
+    result = run_storage_bench(
+        settings,
+        Path(args.output),
+        batches=args.batches,
+        batch_size=args.batch_size,
+        refresh_every=args.refresh_every,
+    )
+    return 0 if result["figures"]["panels_equal"] else 1
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from models.embedding.train import EmbedderTrainingConfig
     from models.train import TrainingConfig, train
@@ -438,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the review queue a simulated dispatcher handles")
 
     p = sub.add_parser(
+        "cases-eval",
+        help="score the live duplicate merging of a sampled run against its incidents",
+    )
+    p.add_argument("--truth", required=True, help="the file `citystream sample --truth` wrote")
+
+    p = sub.add_parser(
         "report", help="write a day/week/month report (HTML, and PDF) from ClickHouse"
     )
     p.add_argument("--period", choices=("day", "week", "month"), default="day")
@@ -474,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--rate", default="500", help="reports per second; several: 250,500")
     p.add_argument("--output", default="bench-results/dispatch.json")
+
+    p = sub.add_parser("bench-storage", help="chDB inserts of decisions with the dashboards' "
+                       "materialized views against the worker's refresh, side by side")
+    p.add_argument("--batches", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=300)
+    p.add_argument("--refresh-every", type=int, default=4,
+                   help="batches per refresh (the worker: 2 s of 0.5 s sink flushes)")
+    p.add_argument("--output", default="bench-results/storage.json")
 
     p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models "
                        "and the case embedder")
@@ -518,12 +583,14 @@ COMMANDS = {
     "users": cmd_users,
     "report": cmd_report,
     "units-feedback": cmd_units_feedback,
+    "cases-eval": cmd_cases_eval,
     "wait": cmd_wait,
     "query": cmd_query,
     "stack": cmd_stack,
     "catalogue": cmd_catalogue,
     "bench": cmd_bench,
     "bench-dispatch": cmd_bench_dispatch,
+    "bench-storage": cmd_bench_storage,
     "train": cmd_train,
     "eval": cmd_eval,
     "score": cmd_score,

@@ -104,3 +104,22 @@ def test_forget_drops_every_key(index):
     assert not linker.values
     (again,) = linker.link(decision("h2", 5), T0)
     assert again.case_id == "h2"  # no memory of h1: a rebuild must replay it first
+
+
+def test_a_decision_the_merge_logic_fails_on_stays_its_own_case(index, monkeypatch):
+    linker = CaseLinker(index)
+    errors = []
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(index.__class__, "step", broken)
+    links = linker.link_all([decision("k1", 0)], T0, on_error=lambda d, e: errors.append(d))
+    assert [(k.case_id, k.merged, k.merge_key) for k in links] == [("k1", False, "")]
+    assert [d.input_id for d in errors] == ["k1"]
+
+
+def test_a_case_without_a_usable_place_gets_an_empty_place(index):
+    vague = decision("m1", 0, road=None, text="停水了")
+    (link,) = CaseLinker(index).link(vague, T0)
+    assert (link.place_level, link.place) == ("", "")
