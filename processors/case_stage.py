@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,12 +143,17 @@ class Rebuilt:
         return [m for m in messages if m.offset >= self.floors.get((m.topic, m.partition), 0)]
 
 
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 async def rebuild(
     consumer: Any, options: dict[str, Any], assigned: Iterable[Any], linker: CaseLinker,
-    window: timedelta,
+    window: timedelta, run: Callable[..., Awaitable[Any]] = _inline,
 ) -> Rebuilt:
-    """Give the linker back the open cases of the assigned partitions."""
-    linker.forget()
+    """Give the linker back the open cases of the assigned partitions (``run`` calls the
+    linker: on the stage's thread in the worker)."""
+    await run(linker.forget)
     committed: dict[Any, int] = {}
     for tp in assigned:
         offset = await consumer.committed(tp)
@@ -167,7 +173,7 @@ async def rebuild(
     offsets = await _offsets_for_times(options, since)
     ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
     messages = await _read_range(options, ranges)
-    link_messages(linker, messages, datetime.now(UTC))
+    await run(link_messages, linker, messages, datetime.now(UTC))
     return Rebuilt(floors, len(messages))
 
 
@@ -198,11 +204,20 @@ async def run_case_stage(
     on_batch: Callable[[list[CaseLink]], None] | None = None,
     on_rebuild: Callable[[int], None] | None = None,
     on_linked: Linked | None = None,
+    executor: Executor | None = None,
 ) -> None:
     """Consume decisions and publish their links until cancelled; a failure propagates
     (the worker crashes rather than idle with offsets behind). ``on_linked`` runs before
     the links are published (the worker stores the cases' embeddings there), so its work
-    is durable before the offsets are committed too."""
+    is durable before the offsets are committed too. ``executor``: where the linker runs
+    (one thread: merging is CPU work that must not hold the event loop, and the linker is
+    not thread-safe); None runs it inline."""
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        if executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.range import RangePartitionAssignor
     from aiokafka.errors import CommitFailedError
@@ -226,13 +241,13 @@ async def run_case_stage(
     class Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
             ready.clear()
-            linker.forget()
+            await run(linker.forget)
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
             nonlocal rebuilt
             ready.clear()
             started = asyncio.get_running_loop().time()
-            rebuilt = await rebuild(consumer, options, assigned, linker, window)
+            rebuilt = await rebuild(consumer, options, assigned, linker, window, run)
             ready.set()
             if on_rebuild is not None:
                 on_rebuild(rebuilt.decisions)
@@ -255,9 +270,9 @@ async def run_case_stage(
             if not messages:
                 continue
             await ready.wait()
-            decisions = read_decisions(rebuilt.fresh(messages))
-            links = linker.link_all(
-                (d for _, d in decisions), datetime.now(UTC), on_error=_log_link_error
+            decisions = await run(read_decisions, rebuilt.fresh(messages))
+            links = await run(
+                linker.link_all, [d for _, d in decisions], datetime.now(UTC), _log_link_error
             )
             if on_linked is not None:
                 await on_linked(decisions, links)

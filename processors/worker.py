@@ -480,6 +480,7 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
             on_batch=counted,
             on_rebuild=metrics.case_rebuild_decisions.inc,
             on_linked=store_embeddings if state.case_embedder is not None else None,
+            executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="cases"),
         )
         await crash_on_failure(app, "case stage", stage)
 
