@@ -84,7 +84,7 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""
-	@$(CITYSTREAM) report --period day --end $$(TZ=Asia/Shanghai date +%F) | head -3
+	@$(CITYSTREAM) report --period day --end $$(TZ=Asia/Shanghai date +%F)
 	@echo "Board     $(WEB)/board   (dispatchers: live decisions, review queue)"
 	@echo "City      $(WEB)/city    (analysts: volumes, hotspots, accuracy, compliance)"
 	@echo "Sign in   with the accounts in $(CREDENTIALS) (made for this machine only)"
@@ -111,9 +111,10 @@ test-integration: setup system-deps ## integration tests only (starts Kafka and 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process (bench-results/)
+bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process; storage (bench-results/)
 	$(CITYSTREAM) bench --events $(BENCH_EVENTS) --output bench-results/ingest.json
 	$(CITYSTREAM) bench-dispatch --events $(DISPATCH_BENCH_EVENTS) --rate $(DISPATCH_BENCH_RATE) --output bench-results/dispatch.json
+	$(CITYSTREAM) bench-storage --output bench-results/storage.json
 
 clean: stop ## stop everything and delete local data (var/); keeps the Kafka download
 	rm -rf var

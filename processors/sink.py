@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from processors.metrics import IngestMetrics
-from streams.clickhouse import Warehouse, WarehouseError
+from streams.clickhouse import Engine, Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
 # What a failing insert can raise that is worth retrying (the server restarting,
 # the network dropping, a disk filling): everything else is a bug and propagates.
 RETRYABLE = (WarehouseError, OSError, EOFError)
+
+# Told of each insert that succeeded (table, rows), on the sink's thread.
+InsertListener = Callable[[str, list[dict[str, Any]]], None]
+T = TypeVar("T")
 
 
 class ClickHouseSink:
@@ -39,7 +43,22 @@ class ClickHouseSink:
         # One thread: chDB and clickhouse-driver clients are not safe to share across threads,
         # and one writer keeps the inserts of a partition in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink")
+        self._listeners: list[InsertListener] = []
         self.healthy = True
+
+    @property
+    def engine(self) -> Engine:
+        return self._warehouse.engine
+
+    def add_insert_listener(self, listener: InsertListener) -> None:
+        """``listener(table, rows)`` after each insert that succeeded, on the sink's thread
+        and before anything else runs there (the dashboards' refresh relies on it)."""
+        self._listeners.append(listener)
+
+    def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self._warehouse.insert(table, rows)
+        for listener in self._listeners:
+            listener(table, rows)
 
     async def write(self, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
         started = time.perf_counter()
@@ -53,7 +72,7 @@ class ClickHouseSink:
         backoff = self._first_backoff_s
         while True:
             try:
-                await loop.run_in_executor(self._executor, self._warehouse.insert, table, rows)
+                await loop.run_in_executor(self._executor, self._insert, table, rows)
             except RETRYABLE as exc:
                 self.healthy = False
                 self._metrics.sink_healthy.set(0)
@@ -84,6 +103,13 @@ class ClickHouseSink:
         """The same read from another thread (a report being written): still on the
         sink's thread, one statement at a time."""
         return self._executor.submit(self._warehouse.query, sql, settings).result()
+
+    async def run(self, work: Callable[[Warehouse], T]) -> T:
+        """``work(warehouse)`` on the sink's thread, between inserts (maintenance such as
+        the dashboards' refresh)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, work, self._warehouse
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

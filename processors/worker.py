@@ -400,6 +400,9 @@ def create_app(state: WorkerState) -> faust.App:
         )
 
     add_web_routes(app, state)
+    from processors.dashboard_refresh import add_dashboard_refresh
+
+    add_dashboard_refresh(app, state)  # the embedded engine's dashboards (no views there)
     if settings.cases_enabled:
         add_case_stage(app, state)
     if settings.reports_enabled:

@@ -19,6 +19,9 @@ import orjson
 from streams.settings import Settings
 
 Dialect = Literal["modern", "legacy"]
+# Which kind of ClickHouse: in this process (chDB) or a server. Migrations may differ by
+# engine where the work is better done elsewhere (migration 0007).
+Engine = Literal["chdb", "server"]
 
 
 class WarehouseError(RuntimeError):
@@ -42,6 +45,7 @@ class QueryResult:
 
 class Warehouse(Protocol):
     dialect: Dialect
+    engine: Engine
     database: str
 
     def command(self, sql: str) -> None: ...
@@ -111,6 +115,7 @@ class ChdbWarehouse:
         self.path = path
         self.database = database
         self.dialect: Dialect = "modern"
+        self.engine: Engine = "chdb"
         _check_identifier(database)
         self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
         # The session remembers USE and SET: unqualified names resolve to the database, and
@@ -202,6 +207,7 @@ class ServerWarehouse:
             )
         _check_identifier(database)
         self.database = database
+        self.engine: Engine = "server"
         # A password in the settings wins over one written into the URL.
         self._connect = {
             "host": parsed.hostname or "127.0.0.1",

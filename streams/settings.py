@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     # Upper bound between retries of a failing ClickHouse insert (backoff doubles up to it).
     sink_retry_max_backoff_s: float = Field(default=10.0, gt=0)
+    # Embedded engine only: the dashboards' hourly aggregates are brought up to date this
+    # often on the sink's thread (processors/dashboard_refresh.py) instead of by
+    # materialized views on every insert (migration 0007). A server keeps its views.
+    dashboard_refresh_interval_s: float = Field(default=2.0, gt=0)
 
     # --- Dispatch ----------------------------------------------------------------
     # Off: the worker only stores (no models needed), e.g. a storage-only deployment.

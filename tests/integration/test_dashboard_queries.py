@@ -1,6 +1,8 @@
 """The dashboard's panels and the board's queries on both engines (chDB and the real 18.16
 server): a small known set of decisions and verdicts, stored through the real ingest row
-builders, read back through migration 0003's aggregate tables with exact numbers."""
+builders, read back through migration 0003's aggregate tables with exact numbers. On the
+server the tables are kept by 0003's materialized views; on chDB (migration 0007) by the
+worker's refresh, told of each insert as the sink tells it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from processors.dashboard_refresh import DashboardRefresher
 from processors.ingest import IngestContext, SourceMessage, StoredRow, ingest
 from schemas import dashboard
 from schemas.migrations import MIGRATIONS_DIR, discover, migrate
@@ -186,7 +189,9 @@ MESSAGES = [
 ]
 
 
-def _store(warehouse: Warehouse, ctx: IngestContext) -> None:
+def _store(
+    warehouse: Warehouse, ctx: IngestContext, refresher: DashboardRefresher | None = None
+) -> None:
     for offset, (topic, rec) in enumerate(MESSAGES):
         msg = SourceMessage(
             topic=topic,
@@ -200,12 +205,17 @@ def _store(warehouse: Warehouse, ctx: IngestContext) -> None:
         assert isinstance(result, StoredRow), result
         # One insert each, as separate sink flushes: duplicates land in separate parts.
         warehouse.insert(result.table, [result.row])
+        if refresher is not None:
+            refresher.observe(result.table, [result.row])
 
 
 @pytest.fixture
 def loaded(warehouse: Warehouse, ctx: IngestContext) -> Warehouse:
     migrate(warehouse)
-    _store(warehouse, ctx)
+    refresher = DashboardRefresher() if warehouse.engine == "chdb" else None
+    _store(warehouse, ctx, refresher)
+    if refresher is not None:
+        refresher.refresh(warehouse)
     return warehouse
 
 

@@ -68,6 +68,47 @@ def test_a_dialect_variant_replaces_its_base_file(tmp_path: Path) -> None:
     assert legacy[0].checksum != modern[0].checksum
 
 
+def test_an_engine_variant_wins_over_the_dialects(tmp_path: Path) -> None:
+    _write(tmp_path, "0001_a.sql", "SELECT 'base'")
+    _write(tmp_path, "0001_a.legacy.sql", "SELECT 'legacy'")
+    _write(tmp_path, "0001_a.chdb.sql", "SELECT 'chdb'")
+    _write(tmp_path, "0002_b.sql", "SELECT 'base'")
+    _write(tmp_path, "0002_b.server.sql", "SELECT 'server'")
+
+    def chosen(dialect: str, engine: str | None) -> list[str]:
+        return [m.sql for m in discover(dialect, tmp_path, engine)]  # type: ignore[arg-type]
+
+    assert chosen("modern", "chdb") == ["SELECT 'chdb'", "SELECT 'base'"]
+    assert chosen("modern", "server") == ["SELECT 'base'", "SELECT 'server'"]
+    assert chosen("legacy", "server") == ["SELECT 'legacy'", "SELECT 'server'"]
+    assert chosen("legacy", None) == ["SELECT 'legacy'", "SELECT 'base'"]
+    assert chosen("modern", None) == ["SELECT 'base'", "SELECT 'base'"]
+    assert [m.name for m in discover("modern", tmp_path, "chdb")] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("0001_a.chDB.sql", "unknown variant"), ("0001_a.embedded.sql", "unknown variant"),
+     ("0002_b.chdb.sql", "without its base")],
+)
+def test_a_misnamed_or_orphaned_variant_is_refused(tmp_path: Path, name: str, error: str) -> None:
+    _write(tmp_path, "0001_a.sql", "SELECT 1")
+    _write(tmp_path, name, "SELECT 2")
+    with pytest.raises(MigrationError, match=error):
+        discover("modern", tmp_path, "chdb")
+
+
+def test_migrate_takes_the_warehouses_engine_variant(tmp_path: Path) -> None:
+    _write(tmp_path, "0001_a.sql", "SELECT 'server'")
+    _write(tmp_path, "0001_a.chdb.sql", "SELECT 'chdb'")
+    for engine in ("chdb", "server"):
+        wh = LedgerWarehouse()
+        wh.engine = engine
+        ran = migrate(wh, tmp_path)  # type: ignore[arg-type]
+        assert wh.commands[1:] == [f"SELECT '{engine}'"]
+        assert wh.inserted[0][1][0]["checksum"] == ran[0].checksum
+
+
 def test_empty_directory(tmp_path: Path) -> None:
     assert discover("modern", tmp_path) == []
 
@@ -116,18 +157,29 @@ def test_the_real_migrations_are_idempotent_ddl() -> None:
     for statement in statements:
         assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE VIEW IF NOT EXISTS"))
         assert "--" not in statement
-    for migration in migrations + discover("legacy", MIGRATIONS_DIR):
+    every = [
+        *migrations,
+        *discover("legacy", MIGRATIONS_DIR),
+        *discover("modern", MIGRATIONS_DIR, "chdb"),
+        *discover("modern", MIGRATIONS_DIR, "server"),
+        *discover("legacy", MIGRATIONS_DIR, "server"),
+    ]
+    for migration in every:
         for statement in migration.statements():
             assert _can_run_again(statement), statement
 
 
 def _can_run_again(statement: str) -> bool:
-    """IF [NOT] EXISTS; a backfill into a table where repeats collapse (0003); or, on
-    18.16 (no ADD COLUMN IF NOT EXISTS), a single ADD COLUMN the runner skips when done."""
+    """IF [NOT] EXISTS; a backfill into a table where repeats collapse (0003), a
+    watermark that only grows or a table setting (0007); or, on 18.16 (no ADD COLUMN IF
+    NOT EXISTS), a single ADD COLUMN the runner skips when done."""
     if "IF NOT EXISTS" in statement or statement.startswith("DROP TABLE IF EXISTS "):
         return True
-    if re.match(r"INSERT INTO (dashboard_\w+_hourly|review_items)\n", statement):
+    repeats_collapse = r"INSERT INTO (dashboard_\w+_hourly|review_items|dashboard_refresh_state)\n"
+    if re.match(repeats_collapse, statement):
         return True
+    if re.fullmatch(r"ALTER TABLE \w+ MODIFY SETTING [\w, =]+", statement):
+        return True  # setting a table setting again is harmless
     return added_column(statement) is not None
 
 
@@ -260,6 +312,7 @@ def test_dead_letter_rows_have_exactly_the_table_columns(ctx: IngestContext) -> 
 
 class LedgerWarehouse:
     dialect = "modern"
+    engine = "server"
     database = "test"
 
     def __init__(self, ledger: list[tuple[int, str, str]] | None = None) -> None:

@@ -1,0 +1,9 @@
+-- The dashboards' aggregates off the embedded engine's insert path.
+-- On a server nothing changes: migration 0003's materialized views keep the hourly
+-- tables and review_items up to date, in the server's own process. The embedded engine
+-- (chDB) runs inside the worker, where those views made each insert of decisions about
+-- three times as costly and held Python's GIL meanwhile, stalling dispatch: there
+-- (0007_dashboard_refresh.chdb.sql) the views are dropped and the worker brings the same
+-- tables up to date every few seconds on the sink's thread
+-- (processors/dashboard_refresh.py), with the views' own SELECTs read from 0003.
+-- Nothing to run here: the migration is recorded, so both engines list the same versions.
