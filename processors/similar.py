@@ -43,11 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.records import DispatchDecision, utc_naive
+from schemas.records import RECORD_ID_PATTERN, DispatchDecision, utc_naive
 
 CODE_RE = re.compile(r"^[A-Z][0-9]{2}\Z")  # \Z: "$" would let a trailing newline in
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_RECORD_ID_RE = re.compile(RECORD_ID_PATTERN.removesuffix("$") + r"\Z")
 MAX_K = 1000
 EMBEDDINGS_LOG = "case_embeddings_log"  # where rows are written
 EMBEDDINGS_VIEW = "case_embeddings"  # what searches read (one row per report)
@@ -340,6 +341,7 @@ class PastCase:
     reported_at: datetime  # naive UTC
     hours_to_verdict: float | None  # report -> latest verdict; None without a verdict
     score: float
+    text: str | None = None  # the report's masked text, when asked for (``with_text``)
 
 
 def similar_cases_sql(
@@ -349,10 +351,13 @@ def similar_cases_sql(
     table: str = EMBEDDINGS_VIEW,
     feedback: str = FEEDBACK_VIEW,
     dims: int = 64,
+    *,
+    with_text: bool = False,
 ) -> str:
     """The top-k past cases with how they were handled: case_id, input_id, code,
-    event_name, district, unit, verdict, reported_at, hours_to_verdict, score; best
-    first. One report per case (its best-scoring one); scores as ``similar_sql``'s.
+    event_name, district, unit, verdict, reported_at, hours_to_verdict, score (and the
+    report's masked text last, ``with_text``); best first. One report per case (its
+    best-scoring one); scores as ``similar_sql``'s.
 
     The top k are chosen first and only then joined with the verdicts (one join, a
     subquery on the right: what 18.16 accepts). The join's defaults for a report without
@@ -362,8 +367,9 @@ def similar_cases_sql(
         if not _TABLE_RE.match(name):
             raise ValueError(f"table {name!r} is not a plain [database.]table identifier")
     vector = query_vector_of(query_vector, dims)
+    text = ", text" if with_text else ""
     top = (
-        "SELECT case_id, input_id, code, event_name, district, unit, reported_at, "
+        f"SELECT case_id, input_id, code, event_name, district, unit, reported_at{text}, "
         f"arraySum(arrayMap((x, y) -> x * y, embedding, {vector_literal(vector)})) AS score "
         f"FROM {table} WHERE {where_clause(filters, dims)} "
         f"ORDER BY score DESC, case_id ASC, input_id ASC LIMIT 1 BY case_id LIMIT {k}"
@@ -378,14 +384,15 @@ def similar_cases_sql(
         "if(verdicts > 0, verdict_unit, unit) AS handled_by, "
         "if(verdicts > 0, last_verdict, '') AS verdict, reported_at, "
         "if(verdicts > 0, (toInt64(verdict_at) - toInt64(reported_at)) / 3600, NULL) "
-        "AS hours_to_verdict, score "
+        f"AS hours_to_verdict, score{text} "
         f"FROM ({top}) AS past ANY LEFT JOIN ({verdicts}) AS feedback USING input_id "
         "ORDER BY score DESC, case_id ASC"
     )
 
 
 def past_cases_from_rows(rows: Sequence[Sequence[Any]]) -> list[PastCase]:
-    """The rows of ``similar_cases_sql`` (either engine) as PastCase, in order."""
+    """The rows of ``similar_cases_sql`` (either engine) as PastCase, in order (with the
+    text when the rows carry it)."""
     return [
         PastCase(
             case_id=str(r[0]),
@@ -398,6 +405,66 @@ def past_cases_from_rows(rows: Sequence[Sequence[Any]]) -> list[PastCase]:
             reported_at=_parse_time(r[7]),
             hours_to_verdict=None if r[8] is None else float(r[8]),
             score=float(r[9]),
+            text=str(r[10]) if len(r) > 10 else None,
         )
         for r in rows
     ]
+
+
+# ------------------------------------------------------------- a stored report's search
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEmbedding:
+    """A report's own row of ``case_embeddings``: what a search for it starts from."""
+
+    case_id: str
+    input_id: str
+    code: str
+    district: str
+    reported_at: datetime  # naive UTC
+    embedding: tuple[float, ...]
+
+
+def stored_embedding_sql(input_id: str, table: str = EMBEDDINGS_VIEW) -> str:
+    """The stored embedding of one report (at most one row: the view reads FINAL)."""
+    if not _RECORD_ID_RE.match(input_id):
+        raise ValueError(f"input_id {input_id!r} must match {RECORD_ID_PATTERN}")
+    if not _TABLE_RE.match(table):
+        raise ValueError(f"table {table!r} is not a plain [database.]table identifier")
+    return (
+        "SELECT case_id, input_id, code, district, reported_at, embedding "
+        f"FROM {table} WHERE input_id = {quote_string(input_id)} LIMIT 1"
+    )
+
+
+def stored_embedding_from_rows(rows: Sequence[Sequence[Any]]) -> StoredEmbedding | None:
+    """The row of ``stored_embedding_sql`` (either engine); None when there is none."""
+    if not rows:
+        return None
+    r = rows[0]
+    return StoredEmbedding(
+        case_id=str(r[0]),
+        input_id=str(r[1]),
+        code=str(r[2]),
+        district=str(r[3]),
+        reported_at=_parse_time(r[4]),
+        embedding=tuple(float(x) for x in r[5]),
+    )
+
+
+def stored_filters(
+    stored: StoredEmbedding, *, window: timedelta = timedelta(days=365)
+) -> SearchFilters:
+    """``decision_filters`` for a report known by its stored row: its code when
+    classified, its district when resolved, the ``window`` before the report, and not its
+    own case (the report and the reports merged with it)."""
+    if window <= timedelta(0):
+        raise ValueError(f"window must be positive, got {window}")
+    return SearchFilters(
+        code=stored.code if CODE_RE.match(stored.code) else None,
+        district=stored.district or None,
+        since=stored.reported_at - window,
+        until=stored.reported_at,
+        exclude_case_id=stored.case_id or stored.input_id,
+    )

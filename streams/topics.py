@@ -132,12 +132,13 @@ def stored_groups(settings: Settings) -> dict[str, list[str]]:
     decision, case link and verdict so far is in ClickHouse. In pipeline order: a stage
     commits its input only after its outputs are published, so each group's lag is read
     after the groups that feed it."""
-    outputs = [settings.topic(s.name) for s in DISPATCH_OUTPUTS]
-    return {
-        settings.consumer_group: [settings.topic(s.name) for s in AGENT_TOPICS],
-        cases_group(settings): outputs,
-        decisions_group(settings): [settings.topic(s.name) for s in DECISION_STORE_TOPICS],
-    }
+    groups = {settings.consumer_group: [settings.topic(s.name) for s in AGENT_TOPICS]}
+    if settings.cases_enabled:
+        groups[cases_group(settings)] = [settings.topic(s.name) for s in DISPATCH_OUTPUTS]
+    groups[decisions_group(settings)] = [
+        settings.topic(s.name) for s in DECISION_STORE_TOPICS
+    ]
+    return groups
 
 
 def spec_for_kind(kind: str) -> TopicSpec:

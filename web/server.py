@@ -7,7 +7,8 @@ pure functions of ``web.views``.
 
 Access: pages need a signed-in session (cookie, ``/signin``); HTTP clients send an API
 token (``Authorization: Bearer cst_...``). The board and feedback need the dispatcher
-role, SQL and the city dashboard the analyst role; admin has both.
+role, SQL and the city dashboard the analyst role; admin has both. Similar past cases
+are open to all three.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from processors.similar import past_cases_from_rows, stored_embedding_sql
 from schemas import dashboard
 from schemas.catalogue import CATALOGUE
 from schemas.domain import Domain
@@ -53,6 +55,9 @@ from web.views import (
     feedback_from_request,
     rows_as_dicts,
     safe_next,
+    similar_params,
+    similar_payload,
+    similar_search_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -143,13 +148,17 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
             ctx.clock(),
         )
 
-    def require(request: web.Request, role: Role, *, page: bool = False) -> Principal:
-        """The caller, if allowed; otherwise the HTTP error to answer with (pages send
-        people to sign in; API clients get 401/403). State-changing requests made with a
-        session cookie must carry its CSRF token."""
+    def require(
+        request: web.Request, role: Role | tuple[Role, ...], *, page: bool = False
+    ) -> Principal:
+        """The caller, if allowed (holding ``role``, or one of several); otherwise the HTTP
+        error to answer with (pages send people to sign in; API clients get 401/403).
+        State-changing requests made with a session cookie must carry its CSRF token."""
         principal = principal_of(request)
+        roles = role if isinstance(role, tuple) else (role,)
+        granted = [r for r in roles if principal is not None and principal.role.grants(r)]
         try:
-            authorize(principal, role)
+            authorize(principal, granted[0] if granted else roles[0])
         except Unauthenticated as exc:
             if page:
                 raise web.HTTPSeeOther("/signin?" + urlencode({"next": request.path})) from exc
@@ -159,8 +168,9 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
                 headers={"WWW-Authenticate": 'Bearer realm="citystream"'},
             ) from exc
         except Forbidden as exc:
+            needs = " or ".join(str(r) for r in roles)
             raise web.HTTPForbidden(
-                text=orjson.dumps({"error": f"needs the {role} role"}).decode(),
+                text=orjson.dumps({"error": f"needs the {needs} role"}).decode(),
                 content_type="application/json",
             ) from exc
         if principal is None:  # authorize refuses None already; this narrows the type
@@ -249,6 +259,19 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
             units=ctx.units,
         )
         return _json(doc)
+
+    async def similar(request: web.Request) -> web.StreamResponse:
+        """A report's most similar past cases (``?input_id=...&k=5``), from its stored
+        embedding; see ``web.views.similar_search_sql`` for what is searched."""
+        require(request, (Role.DISPATCHER, Role.ANALYST, Role.ADMIN))
+        try:
+            input_id, k = similar_params(request.query.get("input_id"), request.query.get("k"))
+            stored = await ctx.query(stored_embedding_sql(input_id), None)
+            sql = similar_search_sql(stored, input_id, k)
+        except RequestRefused as exc:
+            return _error(str(exc), exc.status)
+        found = await ctx.query(sql, None)
+        return _json(similar_payload(input_id, past_cases_from_rows(found.rows)))
 
     async def feedback(request: web.Request) -> web.StreamResponse:
         principal = require(request, Role.DISPATCHER)
@@ -357,6 +380,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     app.router.add_get("/city", city_page)
     app.router.add_get("/api/session", session)
     app.router.add_get("/api/board", board)
+    app.router.add_get("/api/similar", similar)
     app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/api/city", city)
     app.router.add_get("/catalogue", catalogue)

@@ -15,8 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from processors.similar import (
+    PastCase,
+    similar_cases_sql,
+    stored_embedding_from_rows,
+    stored_filters,
+)
 from schemas.domain import Domain
-from schemas.records import DispatchFeedback
+from schemas.records import RECORD_ID_PATTERN, DispatchFeedback
 from streams.clickhouse import QueryResult
 
 # The city dashboard's windows (hours): a day, a week, a month.
@@ -24,6 +30,11 @@ CITY_WINDOWS = (24, 168, 720)
 REVIEW_QUEUE_LIMIT = 200
 RECENT_LIMIT = 50
 HANDLED_LIMIT = 20
+# Similar past cases on the board: how many (k), how far back, how much of their text.
+SIMILAR_DEFAULT_K = 5
+SIMILAR_MAX_K = 20
+SIMILAR_WINDOW = timedelta(days=365)
+SIMILAR_TEXT_CHARS = 80
 
 # How the pages name the channels reports arrive by (appeals' channels, events' sources).
 CHANNEL_LABELS = {
@@ -235,3 +246,75 @@ def safe_next(target: str | None, default: str = "/board") -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
     return target
+
+
+# ------------------------------------------------------------- similar past cases
+
+_RECORD_ID = re.compile(RECORD_ID_PATTERN)
+_K = re.compile(r"[0-9]{1,3}")
+
+
+def similar_params(input_id: str | None, k: str | None) -> tuple[str, int]:
+    """``GET /api/similar``'s query: a report id and how many cases (1..SIMILAR_MAX_K,
+    SIMILAR_DEFAULT_K when absent)."""
+    if not input_id or not _RECORD_ID.fullmatch(input_id):
+        raise RequestRefused("input_id must be a report id (letters, digits, _ . : -, 1-64)")
+    if k is None or k == "":
+        return input_id, SIMILAR_DEFAULT_K
+    if not _K.fullmatch(k) or not 1 <= int(k) <= SIMILAR_MAX_K:
+        raise RequestRefused(f"k must be a whole number from 1 to {SIMILAR_MAX_K}")
+    return input_id, int(k)
+
+
+def similar_search_sql(stored: QueryResult, input_id: str, k: int) -> str:
+    """The search for a report's similar past cases, from its stored embedding row (the
+    rows of ``processors.similar.stored_embedding_sql``): same code when classified, same
+    district when resolved, the year before the report, not its own case; with the past
+    reports' texts. 404 when the report has no embedding (yet)."""
+    found = stored_embedding_from_rows(stored.rows)
+    if found is None:
+        raise RequestRefused(f"no stored embedding for report {input_id!r} (yet)", status=404)
+    try:
+        return similar_cases_sql(
+            found.embedding,
+            stored_filters(found, window=SIMILAR_WINDOW),
+            k,
+            dims=len(found.embedding),
+            with_text=True,
+        )
+    except ValueError as exc:
+        raise RequestRefused(f"report {input_id!r} cannot be searched: {exc}", 500) from exc
+
+
+def text_excerpt(text: str, limit: int = SIMILAR_TEXT_CHARS) -> str:
+    """The start of a (masked) text on one line: whitespace runs as one space, at most
+    ``limit`` characters."""
+    return " ".join(text.split())[:limit]
+
+
+def past_case_item(case: PastCase) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "case_id": case.case_id,
+        "input_id": case.input_id,
+        "code": case.code,
+        "event_name": case.event_name,
+        "district": case.district,
+        "unit": case.unit,
+        "verdict": case.verdict,
+        "reported_at": _iso(case.reported_at),
+        "hours_to_verdict": (
+            None
+            if case.hours_to_verdict is None or not math.isfinite(case.hours_to_verdict)
+            else round(case.hours_to_verdict, 2)
+        ),
+        "score": round(case.score, 4),
+    }
+    if case.text is not None:
+        item["text"] = text_excerpt(case.text)
+    return item
+
+
+def similar_payload(input_id: str, cases: Sequence[PastCase]) -> dict[str, Any]:
+    """``GET /api/similar``'s document: the report's most similar past cases, best first
+    (times in UTC, which the board shows in Beijing time)."""
+    return {"input_id": input_id, "cases": [past_case_item(c) for c in cases]}

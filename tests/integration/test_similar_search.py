@@ -4,6 +4,7 @@ embeddings (same cases, same order, same scores)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -257,6 +258,10 @@ def test_similar_cases_say_how_they_were_handled_and_how_long_it_took(
         PastCase("p8", "p8", "A01", "事件A01", "市南区", "", "", past[7][3], None,
                  score[0.5]),
     ], warehouse.dialect
+    # With the reports' texts (what the board shows of a past case): the same cases.
+    texts = warehouse.query(similar_cases_sql(q, filters, 5, with_text=True)).rows
+    assert [c.text for c in past_cases_from_rows(texts)] == ["路边垃圾没人清理"] * 4
+    assert [dataclasses.replace(c, text=None) for c in past_cases_from_rows(texts)] == got
     top2 = past_cases_from_rows(warehouse.query(similar_cases_sql(q, filters, 2)).rows)
     assert [c.input_id for c in top2] == ["p1", "p4"]
     # Without the type and district: p5 (市北区) and p7 (another type) come in.

@@ -252,7 +252,8 @@ def test_personal_data_is_masked_before_storage_and_models(live: LiveStack) -> N
         f"WHERE input_id IN ({ids})")).text
     audited = [orjson.loads(line) for line in audit.splitlines()]
     assert {(a["input_id"], a["model"]) for a in audited} == {
-        (d["input_id"], m) for d in decisions for m in ("dispatch_router", "event_classifier")}
+        (d["input_id"], m) for d in decisions
+        for m in ("dispatch_router", "event_classifier", "case_embedder")}
     texts = {d["input_id"]: d["text"] for d in decisions}
     assert all(a["input_hash"] == hashlib.sha256(texts[a["input_id"]].encode()).hexdigest()
                for a in audited)

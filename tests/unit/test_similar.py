@@ -292,3 +292,55 @@ def test_past_cases_parse_from_both_engines_forms() -> None:
     assert first == PastCase("c3", "p4", "A01", "暴露垃圾", "市南区", "U3", "confirmed",
                              datetime(2026, 3, 3, 9, 0), 0.5, 0.97)
     assert second.hours_to_verdict is None and second.reported_at == datetime(2026, 3, 5, 8)
+
+
+# ------------------------------------------------------------- a stored report's search
+
+
+def test_similar_cases_sql_with_text_adds_it_last() -> None:
+    filters = SearchFilters(code="A01")
+    plain = similar_cases_sql(Q, filters, 5, dims=D)
+    with_text = similar_cases_sql(Q, filters, 5, dims=D, with_text=True)
+    assert "text" not in plain
+    assert with_text == plain.replace("reported_at, arraySum", "reported_at, text, arraySum", 1)\
+        .replace("AS hours_to_verdict, score FROM", "AS hours_to_verdict, score, text FROM", 1)
+    row = ("p2", "p2", "A01", "暴露垃圾", "市南区", "U2", "", "2026-03-05 08:00:00", None, 0.95)
+    assert past_cases_from_rows([row])[0].text is None
+    assert past_cases_from_rows([(*row, "垃圾")])[0].text == "垃圾"
+
+
+def test_stored_embedding_sql_reads_one_report_safely() -> None:
+    from processors.similar import stored_embedding_sql
+
+    assert stored_embedding_sql("AP-7") == (
+        "SELECT case_id, input_id, code, district, reported_at, embedding "
+        "FROM case_embeddings WHERE input_id = 'AP-7' LIMIT 1"
+    )
+    for bad in ("x' OR 1=1 --", "a b", "", "AP-7\n", "a" * 65):
+        with pytest.raises(ValueError, match="input_id"):
+            stored_embedding_sql(bad)
+    with pytest.raises(ValueError, match="identifier"):
+        stored_embedding_sql("AP-7", table="x; DROP TABLE y")
+
+
+def test_stored_filters_are_decision_filters_of_the_stored_row() -> None:
+    from processors.similar import StoredEmbedding, stored_embedding_from_rows, stored_filters
+
+    assert stored_embedding_from_rows([]) is None
+    chdb = ("c-9", "AP-7", "C02", "市南区", "2026-03-10 01:30:00", [0.5, 0.5])
+    server = ("c-9", "AP-7", "C02", "市南区", datetime(2026, 3, 10, 1, 30), (0.5, 0.5))
+    stored = stored_embedding_from_rows([chdb])
+    assert stored == stored_embedding_from_rows([server]) == StoredEmbedding(
+        "c-9", "AP-7", "C02", "市南区", datetime(2026, 3, 10, 1, 30), (0.5, 0.5))
+    assert stored is not None
+    # The same filters as decision_filters, but the whole case is left out.
+    assert stored_filters(stored, window=timedelta(days=30)) == SearchFilters(
+        code="C02", district="市南区", since=datetime(2026, 2, 8, 1, 30),
+        until=datetime(2026, 3, 10, 1, 30), exclude_case_id="c-9",
+    )
+    unlinked = StoredEmbedding("", "AP-7", "", "", datetime(2026, 3, 10, 1, 30), (1.0,))
+    loose = stored_filters(unlinked)
+    assert (loose.code, loose.district, loose.exclude_case_id) == (None, None, "AP-7")
+    assert loose.since == datetime(2025, 3, 10, 1, 30)
+    with pytest.raises(ValueError, match="window"):
+        stored_filters(stored, window=timedelta(0))

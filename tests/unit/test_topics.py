@@ -104,6 +104,8 @@ def test_stored_groups_in_pipeline_order():
     assert groups["g.decisions"] == [
         "t.dispatch.orders", "t.dispatch.review", "t.dispatch.cases", "t.city.hotspots"
     ]
+    off = stored_groups(Settings(topic_prefix="t.", consumer_group="g", cases_enabled=False))
+    assert list(off) == ["g", "g.decisions"]  # no case stage: nothing to wait for there
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda s: s.name)

@@ -186,3 +186,95 @@ def test_sign_in_throttle_locks_a_name_for_its_window_and_stays_bounded():
     for i in range(50):  # made-up names, an hour apart: the stale ones are forgotten
         throttle.failed(f"guess{i}", NOW + timedelta(hours=i))
     assert len(throttle.failures) <= 6
+
+
+# ------------------------------------------------------------------ similar past cases
+
+
+def test_similar_params_take_a_report_id_and_k_within_bounds():
+    from web.views import SIMILAR_DEFAULT_K, SIMILAR_MAX_K, similar_params
+
+    assert similar_params("AP-7", None) == ("AP-7", SIMILAR_DEFAULT_K) == ("AP-7", 5)
+    assert similar_params("w1-ev:00012.a_b", "") == ("w1-ev:00012.a_b", 5)
+    assert similar_params("AP-7", "1") == ("AP-7", 1)
+    assert similar_params("AP-7", str(SIMILAR_MAX_K)) == ("AP-7", 20)
+    for bad_id in (None, "", "a b", "x'; DROP TABLE y", "AP-7\n", "a" * 65, "路"):
+        with pytest.raises(RequestRefused, match="input_id must be a report id") as refused:
+            similar_params(bad_id, "5")
+        assert refused.value.status == 400
+    for bad_k in ("0", "21", "-1", "5.0", "five", " 5", "5\n", "1e1", "0x5", "1000"):
+        with pytest.raises(RequestRefused, match="k must be a whole number from 1 to 20"):
+            similar_params("AP-7", bad_k)
+
+
+def _stored_row(**kw):
+    """A row of stored_embedding_sql as chDB's JSON gives it (the server gives datetimes)."""
+    row = {"case_id": "c-9", "input_id": "AP-7", "code": "A01", "district": "市南区",
+           "reported_at": "2026-03-10 01:30:00", "embedding": [0.6, 0.8, 0.0, 0.0]}
+    row |= kw
+    return QueryResult(list(row), ["String"] * 6, [tuple(row.values())])
+
+
+def test_similar_search_is_the_reports_own_filters_and_vector():
+    from processors.similar import SearchFilters, similar_cases_sql
+    from web.views import similar_search_sql
+
+    sql = similar_search_sql(_stored_row(), "AP-7", 7)
+    # Same code, same district, the year before the report, not its own case.
+    expected = SearchFilters(code="A01", district="市南区", since=datetime(2025, 3, 10, 1, 30),
+                             until=datetime(2026, 3, 10, 1, 30), exclude_case_id="c-9")
+    assert sql == similar_cases_sql([0.6, 0.8, 0.0, 0.0], expected, 7, dims=4, with_text=True)
+    assert "code = 'A01'" in sql and "district = '市南区'" in sql
+    assert "case_id != 'c-9'" in sql and "LIMIT 7)" in sql and "length(embedding) = 4" in sql
+    # The server's row form; an unclassified code and an unresolved district: no filter.
+    loose = similar_search_sql(
+        _stored_row(code="", district="", reported_at=datetime(2026, 3, 10, 1, 30)), "AP-7", 5)
+    assert loose == similar_cases_sql(
+        [0.6, 0.8, 0.0, 0.0],
+        SearchFilters(since=datetime(2025, 3, 10, 1, 30), until=datetime(2026, 3, 10, 1, 30),
+                      exclude_case_id="c-9"),
+        5, dims=4, with_text=True)
+    assert "code = " not in loose and "district = " not in loose
+
+
+def test_similar_search_without_a_stored_embedding_is_404():
+    from web.views import similar_search_sql
+
+    empty = QueryResult(["case_id"], ["String"], [])
+    with pytest.raises(RequestRefused, match="no stored embedding for report 'AP-7'") as missing:
+        similar_search_sql(empty, "AP-7", 5)
+    assert missing.value.status == 404
+    with pytest.raises(RequestRefused, match="cannot be searched") as broken:
+        similar_search_sql(_stored_row(embedding=[0.1, float("nan")]), "AP-7", 5)
+    assert broken.value.status == 500
+
+
+def test_similar_payload_shapes_past_cases_for_the_board():
+    from processors.similar import past_cases_from_rows
+    from web.views import similar_payload
+
+    long_text = "市南区香港中路  垃圾桶满了\n三天没人清理，" + "气味很大" * 30
+    rows = [
+        # chDB's form (times as text), with a verdict and the text column
+        ("c3", "p4", "A01", "暴露垃圾", "市南区", "U3", "confirmed", "2026-03-03 09:00:00",
+         2.5, 0.97123456, long_text),
+        # the server's form (datetimes), no verdict yet
+        ("p2", "p2", "A01", "暴露垃圾", "市南区", "U2", "", datetime(2026, 3, 5, 8, 0),
+         None, 0.95, "短"),
+    ]
+    doc = similar_payload("AP-7", past_cases_from_rows(rows))
+    assert doc == {"input_id": "AP-7", "cases": [
+        {"case_id": "c3", "input_id": "p4", "code": "A01", "event_name": "暴露垃圾",
+         "district": "市南区", "unit": "U3", "verdict": "confirmed",
+         "reported_at": "2026-03-03T09:00:00+00:00", "hours_to_verdict": 2.5,
+         "score": 0.9712,
+         "text": ("市南区香港中路 垃圾桶满了 三天没人清理，" + "气味很大" * 30)[:80]},
+        {"case_id": "p2", "input_id": "p2", "code": "A01", "event_name": "暴露垃圾",
+         "district": "市南区", "unit": "U2", "verdict": "", "reported_at":
+         "2026-03-05T08:00:00+00:00", "hours_to_verdict": None, "score": 0.95, "text": "短"},
+    ]}
+    assert len(doc["cases"][0]["text"]) == 80
+    # Rows without the text column (an older query): no text key at all.
+    bare = similar_payload("AP-7", past_cases_from_rows([rows[1][:10]]))
+    assert "text" not in bare["cases"][0]
+    assert similar_payload("AP-7", []) == {"input_id": "AP-7", "cases": []}

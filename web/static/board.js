@@ -1,11 +1,13 @@
 // 派单看板: the dispatcher's board. Polls GET /api/board every 2 s and updates the page in
 // place (items keyed by input_id), so an open select, a half-made correction and the scroll
-// position survive each refresh. Verdicts go to POST /api/feedback.
+// position survive each refresh. Verdicts go to POST /api/feedback. Each report's similar
+// past cases are fetched from GET /api/similar when its 相似案例 toggle is first opened.
 
 import {
   $,
   api,
   CHANNELS,
+  fmtDate,
   fmtFull,
   fmtInt,
   fmtPct,
@@ -41,12 +43,155 @@ const state = {
   unitsKey: "",
   entries: new Map(), // input_id -> entry (see createEntry)
   recentKey: "",
+  recentSimilar: new Map(), // input_id -> similar-cases toggle of a recent decision's row
   handledKey: "",
   lastOk: null,
   stopped: false,
 };
 
 const queueEl = $("[data-testid=review-queue]");
+
+// ---------------------------------------------------------------- similar cases -------
+
+const SIMILAR_K = 5;
+const VERDICTS = { confirmed: "确认", corrected: "改派" };
+let similarSeq = 0;
+
+/** A report's 相似案例 toggle (a button) and the panel it opens. The list is fetched on
+ * first opening, then kept; a failed or empty fetch is tried again on the next opening. */
+function createSimilar(inputId, compact = false) {
+  const panelId = `similar-${++similarSeq}`;
+  const sim = {
+    inputId,
+    state: "idle", // idle | loading | loaded
+    button: h(
+      "button",
+      {
+        type: "button",
+        class: "sim-toggle",
+        "data-testid": "similar-toggle",
+        "aria-expanded": "false",
+        "aria-controls": panelId,
+        title: "Similar past cases: same type, same district, the year before",
+        "aria-label": compact ? "相似案例" : null,
+      },
+      compact ? "相似" : "相似案例",
+    ),
+    panel: h("div", { class: "sim", id: panelId, "data-testid": "similar-cases", role: "region", "aria-label": "相似历史案例", hidden: true }),
+  };
+  sim.button.addEventListener("click", () => toggleSimilar(sim));
+  return sim;
+}
+
+function toggleSimilar(sim) {
+  const open = sim.panel.hidden;
+  sim.panel.hidden = !open;
+  sim.button.setAttribute("aria-expanded", String(open));
+  if (open && sim.state === "idle") loadSimilar(sim);
+}
+
+function similarNote(sim, text, kind, retry = false) {
+  sim.panel.dataset.state = kind;
+  const note = h("div", { class: `sim-note sim-${kind}`, role: kind === "error" ? "alert" : null }, text);
+  if (retry) {
+    note.append(
+      " ",
+      h("button", { type: "button", class: "sim-retry", onclick: () => loadSimilar(sim) }, "重试"),
+    );
+  }
+  sim.panel.replaceChildren(note);
+}
+
+async function loadSimilar(sim) {
+  if (sim.state === "loading") return;
+  sim.state = "loading";
+  sim.panel.setAttribute("aria-busy", "true");
+  similarNote(sim, "正在查找相似案例…", "loading");
+  try {
+    const params = new URLSearchParams({ input_id: sim.inputId, k: String(SIMILAR_K) });
+    const data = await api.get(`/api/similar?${params}`);
+    const cases = (data && Array.isArray(data.cases)) ? data.cases : [];
+    if (cases.length) {
+      renderSimilar(sim, cases);
+      sim.state = "loaded";
+    } else {
+      similarNote(sim, "近一年同区同类事件中暂无相似案例", "empty");
+      sim.state = "idle";
+    }
+  } catch (err) {
+    sim.state = "idle";
+    if (err instanceof SignedOut) return;
+    if (err instanceof HttpError && err.status === 404) {
+      similarNote(sim, "该报告尚未入库相似检索，请稍后再试", "missing", true);
+    } else {
+      const why = err instanceof HttpError ? err.message : "网络错误";
+      similarNote(sim, `相似案例加载失败（${why}）`, "error", true);
+    }
+  } finally {
+    sim.panel.removeAttribute("aria-busy");
+  }
+}
+
+function hoursText(hours) {
+  return hours === null || hours === undefined || !Number.isFinite(Number(hours))
+    ? "—"
+    : `${Number(hours).toFixed(1)} 小时`;
+}
+
+function renderSimilar(sim, cases) {
+  sim.panel.dataset.state = "loaded";
+  const rows = cases.map((c) => {
+    const verdict = VERDICTS[c.verdict];
+    return h(
+      "tr",
+      {
+        "data-testid": "similar-case",
+        "data-case-id": c.case_id,
+        "data-input-id": c.input_id,
+        title: [c.input_id, c.text].filter(Boolean).join("\n"),
+      },
+      h("td", { class: "num sim-score", title: "相似度（余弦）" }, Number.isFinite(Number(c.score)) ? Number(c.score).toFixed(2) : "—"),
+      h(
+        "td",
+        { class: "sim-event" },
+        h("span", { class: "code" }, c.code || ""),
+        " ",
+        c.event_name || "",
+        c.text ? h("span", { class: "sim-text" }, c.text) : null,
+      ),
+      h("td", { class: "sim-place" + (c.district ? "" : " missing") }, c.district || "—"),
+      h(
+        "td",
+        { class: "sim-unit" + (c.unit ? "" : " missing"), title: verdict ? `${verdict}：${c.unit}` : "未收到反馈，显示派单单位" },
+        c.unit || "—",
+      ),
+      h("td", { class: "num sim-hours", title: "从报告到最终反馈" }, hoursText(c.hours_to_verdict)),
+      h("td", { class: "mono sim-date", title: fmtFull(c.reported_at) }, fmtDate(c.reported_at)),
+    );
+  });
+  sim.panel.replaceChildren(
+    h(
+      "table",
+      { class: "sim-table" },
+      h("caption", { class: "sim-caption" }, `相似历史案例（近一年同区同类，前 ${cases.length} 条）`),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { class: "num", scope: "col" }, "相似度"),
+          h("th", { scope: "col" }, "事件"),
+          h("th", { scope: "col" }, "区域"),
+          h("th", { scope: "col" }, "处置单位"),
+          h("th", { class: "num", scope: "col" }, "处置用时"),
+          h("th", { scope: "col" }, "日期"),
+        ),
+      ),
+      h("tbody", {}, rows),
+    ),
+  );
+}
 
 // ---------------------------------------------------------------- review items --------
 
@@ -121,6 +266,7 @@ function createEntry(item) {
   refs.correct = h("button", { type: "button", class: "btn btn-correct", "data-testid": "correct", title: "Send to the chosen unit" }, "改派");
   refs.status = h("span", { class: "status", "data-testid": "status" }, "待审核");
   refs.error = h("span", { class: "ri-error", role: "alert" });
+  const similar = createSimilar(item.input_id);
 
   const el = h(
     "article",
@@ -137,6 +283,7 @@ function createEntry(item) {
         h("span", { class: "prop" }, h("span", { class: "prop-label" }, "建议派往"), refs.unit),
         refs.conf,
         refs.reasons,
+        similar.button,
       ),
     ),
     h(
@@ -146,6 +293,7 @@ function createEntry(item) {
       h("div", { class: "correct-row" }, refs.select, refs.correct),
       h("div", { class: "ri-state" }, refs.status, refs.error, refs.id),
     ),
+    similar.panel,
   );
   const entry = {
     id: item.input_id,
@@ -158,6 +306,7 @@ function createEntry(item) {
     done: null, // {verdict, at} after a 202 from this page
     goneAt: null, // when it left the server's queue
     lingerTimer: null,
+    similar,
   };
   refs.confirm.addEventListener("click", () => send(entry, "confirmed"));
   refs.correct.addEventListener("click", () => send(entry, "corrected"));
@@ -329,33 +478,49 @@ function renderRecent(rows, now) {
   if (key === state.recentKey) return;
   state.recentKey = key;
   const body = $("[data-testid=recent-decisions] tbody");
+  const focused = document.activeElement;
+  const similar = new Map();
+  for (const r of rows) {
+    if (!r.input_id || similar.has(r.input_id)) continue;
+    similar.set(r.input_id, state.recentSimilar.get(r.input_id) || createSimilar(r.input_id, true));
+  }
+  state.recentSimilar = similar; // toggles of rows gone from the list are dropped
+  const placed = new Set(); // a toggle sits in one row only
   body.replaceChildren(
-    ...rows.map((r) =>
-      h(
-        "tr",
-        {
-          "data-testid": "decision-row",
-          "data-input-id": r.input_id,
-          class: r.auto ? "" : "row-review",
-          title: `${r.input_id} · ${label(CHANNELS, r.channel)} · ${[r.district, r.street].filter(Boolean).join(" ") || "地点未识别"}\n${r.text || ""}`,
-        },
-        h("td", { class: "col-time mono", title: fmtFull(r.decided_at) }, fmtWhen(r.decided_at, now)),
+    ...rows.flatMap((r) => {
+      const sim = placed.has(r.input_id) ? null : similar.get(r.input_id);
+      if (sim) placed.add(r.input_id);
+      return [
         h(
-          "td",
-          { class: "ellipsis" },
-          h("span", { class: "code" }, r.code || ""),
-          " ",
-          r.event_name || "",
-          r.urgency && r.urgency !== "normal" ? h("span", { class: `urg urg-${r.urgency} urg-sm` }, label(URGENCY, r.urgency)) : null,
+          "tr",
+          {
+            "data-testid": "decision-row",
+            "data-input-id": r.input_id,
+            class: r.auto ? "" : "row-review",
+            title: `${r.input_id} · ${label(CHANNELS, r.channel)} · ${[r.district, r.street].filter(Boolean).join(" ") || "地点未识别"}\n${r.text || ""}`,
+          },
+          h("td", { class: "col-time mono", title: fmtFull(r.decided_at) }, fmtWhen(r.decided_at, now)),
+          h(
+            "td",
+            { class: "ellipsis" },
+            h("span", { class: "code" }, r.code || ""),
+            " ",
+            r.event_name || "",
+            r.urgency && r.urgency !== "normal" ? h("span", { class: `urg urg-${r.urgency} urg-sm` }, label(URGENCY, r.urgency)) : null,
+          ),
+          h("td", { class: "ellipsis col-area" }, [r.district, r.street].filter(Boolean).join(" · ") || "—"),
+          h("td", { class: "ellipsis" + (r.unit ? "" : " missing") }, r.unit || "待定"),
+          h("td", { class: "num" }, fmtPct(r.confidence, 0)),
+          h("td", { class: "col-mode" }, h("span", { class: r.auto ? "mode mode-auto" : "mode mode-review" }, r.auto ? "自动" : "转人工")),
+          h("td", { class: "col-sim" }, sim ? sim.button : null),
         ),
-        h("td", { class: "ellipsis col-area" }, [r.district, r.street].filter(Boolean).join(" · ") || "—"),
-        h("td", { class: "ellipsis" + (r.unit ? "" : " missing") }, r.unit || "待定"),
-        h("td", { class: "num" }, fmtPct(r.confidence, 0)),
-        h("td", { class: "col-mode" }, h("span", { class: r.auto ? "mode mode-auto" : "mode mode-review" }, r.auto ? "自动" : "转人工")),
-      ),
-    ),
+        sim ? h("tr", { class: "sim-row" }, h("td", { colspan: 7 }, sim.panel)) : null,
+      ];
+    }).filter(Boolean),
   );
-  if (!rows.length) body.append(h("tr", { class: "empty-row" }, h("td", { colspan: 6 }, "暂无派单")));
+  // Rebuilding the rows moved the toggles: keep the keyboard where it was.
+  if (focused && focused !== document.activeElement && body.contains(focused)) focused.focus({ preventScroll: true });
+  if (!rows.length) body.append(h("tr", { class: "empty-row" }, h("td", { colspan: 7 }, "暂无派单")));
 }
 
 function renderHandled(rows, now) {

@@ -120,6 +120,12 @@ export function fmtFull(value) {
   return p ? `${p.y}-${p.mo}-${p.d} ${p.h}:${p.mi}:${p.s}（北京时间）` : "—";
 }
 
+/** "2026-11-26" (Beijing calendar day). */
+export function fmtDate(value) {
+  const p = shanghaiParts(value);
+  return p ? `${p.y}-${p.mo}-${p.d}` : "—";
+}
+
 /** Time of day when the moment is today (Beijing), else date and time. */
 export function fmtWhen(value, now = new Date(), seconds = true) {
   const p = shanghaiParts(value);
