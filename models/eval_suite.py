@@ -480,6 +480,7 @@ def run_report(settings: Any, domain: Any, params: ReportParams) -> dict[str, ob
     from models.scoring import build_dispatcher
     from models.simulator.feedback import StoredDecision, units_feedback
     from processors.content_screen import screen
+    from processors.dashboard_refresh import insert_refreshed
     from processors.dispatch import request_from_row
     from processors.ingest import IngestContext, SourceMessage, StoredRow, group_outcomes, ingest
     from processors.report_run import generate_report
@@ -566,9 +567,11 @@ def run_report(settings: Any, domain: Any, params: ReportParams) -> dict[str, ob
         warehouse = ChdbWarehouse(Path(tmp) / "chdb", "eval_report")
         try:
             migrate(warehouse)
-            for table, rows in batch.rows_by_table.items():
-                for lo in range(0, len(rows), 2000):
-                    warehouse.insert(table, rows[lo : lo + 2000])
+            insert_refreshed(warehouse, (
+                (table, rows[lo : lo + 2000])
+                for table, rows in batch.rows_by_table.items()
+                for lo in range(0, len(rows), 2000)
+            ))
             store_s = time.perf_counter() - started
             started = time.perf_counter()
             files = generate_report(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,21 @@ class RefreshResult:
     parts_read: int  # parts of the logs holding blocks above the watermark
     recovered: int  # inserted rows a merge had collapsed, taken from the staging copy
     seconds: float
+
+
+def insert_refreshed(
+    warehouse: Warehouse, batches: Iterable[tuple[str, list[dict[str, Any]]]]
+) -> None:
+    """Insert as the sink does and, on chDB, bring the dashboards' tables up to date as the
+    worker would (for tools and tests that write without a worker: a report over data
+    stored this way sees what it would see live)."""
+    refresher = DashboardRefresher() if warehouse.engine == "chdb" else None
+    for table, rows in batches:
+        warehouse.insert(table, rows)
+        if refresher is not None:
+            refresher.observe(table, rows)
+    if refresher is not None:
+        refresher.refresh(warehouse)
 
 
 class DashboardRefresher:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from processors.dashboard_refresh import insert_refreshed
 from processors.ingest import IngestContext, SourceMessage, StoredRow, ingest
 from processors.report import (
     LOCAL,
@@ -197,10 +198,12 @@ def _store(warehouse: Warehouse, ctx: IngestContext, reports: list[Report]) -> N
         result = ingest(msg, ctx, now)
         assert isinstance(result, StoredRow), result
         rows.setdefault(result.table, []).append(result.row)
-    # In batches, as the sink flushes.
-    for table, batch in rows.items():
-        for start in range(0, len(batch), 500):
-            warehouse.insert(table, batch[start : start + 500])
+    # In batches, as the sink flushes (and on chDB refreshed, as the worker does).
+    insert_refreshed(warehouse, (
+        (table, batch[start : start + 500])
+        for table, batch in rows.items()
+        for start in range(0, len(batch), 500)
+    ))
 
 
 @pytest.fixture(scope="module")
