@@ -147,9 +147,18 @@ async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+async def _no_pause() -> None:
+    return None
+
+
+# Decisions linked per step of a rebuild, between which dispatch may take the CPU.
+REBUILD_CHUNK = 500
+
+
 async def rebuild(
     consumer: Any, options: dict[str, Any], assigned: Iterable[Any], linker: CaseLinker,
     window: timedelta, run: Callable[..., Awaitable[Any]] = _inline,
+    pause: Callable[[], Awaitable[None]] = _no_pause,
 ) -> Rebuilt:
     """Give the linker back the open cases of the assigned partitions (``run`` calls the
     linker: on the stage's thread in the worker)."""
@@ -172,8 +181,11 @@ async def rebuild(
     }
     offsets = await _offsets_for_times(options, since)
     ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
-    messages = await _read_range(options, ranges)
-    await run(link_messages, linker, messages, datetime.now(UTC))
+    messages = link_order(await _read_range(options, ranges))
+    now = datetime.now(UTC)
+    for start in range(0, len(messages), REBUILD_CHUNK):
+        await pause()  # a rebuild may take seconds of CPU: dispatch goes first
+        await run(link_messages, linker, messages[start : start + REBUILD_CHUNK], now)
     return Rebuilt(floors, len(messages))
 
 
@@ -205,13 +217,23 @@ async def run_case_stage(
     on_rebuild: Callable[[int], None] | None = None,
     on_linked: Linked | None = None,
     executor: Executor | None = None,
+    yield_to: Callable[[], bool] | None = None,
+    max_defer_s: float = 10.0,
 ) -> None:
     """Consume decisions and publish their links until cancelled; a failure propagates
     (the worker crashes rather than idle with offsets behind). ``on_linked`` runs before
     the links are published (the worker stores the cases' embeddings there), so its work
     is durable before the offsets are committed too. ``executor``: where the linker runs
     (one thread: merging is CPU work that must not hold the event loop, and the linker is
-    not thread-safe); None runs it inline."""
+    not thread-safe); None runs it inline. ``yield_to``: while it says True (dispatch is
+    behind), a fetched batch waits, up to ``max_defer_s``: links may lag seconds,
+    decisions should not (both share the worker's CPU)."""
+
+    async def defer() -> None:
+        deferred = 0.0
+        while yield_to is not None and yield_to() and deferred < max_defer_s:
+            await asyncio.sleep(0.05)
+            deferred += 0.05
 
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         if executor is None:
@@ -247,7 +269,7 @@ async def run_case_stage(
             nonlocal rebuilt
             ready.clear()
             started = asyncio.get_running_loop().time()
-            rebuilt = await rebuild(consumer, options, assigned, linker, window, run)
+            rebuilt = await rebuild(consumer, options, assigned, linker, window, run, defer)
             ready.set()
             if on_rebuild is not None:
                 on_rebuild(rebuilt.decisions)
@@ -269,6 +291,7 @@ async def run_case_stage(
             ]
             if not messages:
                 continue
+            await defer()
             await ready.wait()
             decisions = await run(read_decisions, rebuilt.fresh(messages))
             links = await run(

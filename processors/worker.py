@@ -83,6 +83,23 @@ class DispatchStage:
 
 
 @dataclass
+class DispatchPressure:
+    """Whether dispatch is behind: its latest reports waited in Kafka longer than
+    ``threshold_s``. Work that may lag (case links, embeddings) waits meanwhile."""
+
+    threshold_s: float = 0.1
+    hold_s: float = 0.5
+    behind_until: float = 0.0
+
+    def observe(self, waited_s: float) -> None:
+        if waited_s > self.threshold_s:
+            self.behind_until = time.monotonic() + self.hold_s
+
+    def behind(self) -> bool:
+        return time.monotonic() < self.behind_until
+
+
+@dataclass
 class WorkerState:
     settings: Settings
     context: IngestContext
@@ -92,6 +109,7 @@ class WorkerState:
     dispatch: DispatchStage | None = None
     # Embeds each decided report for similar-case search (None: not stored).
     case_embedder: Any = None
+    pressure: DispatchPressure = field(default_factory=DispatchPressure)
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -484,6 +502,7 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
             on_rebuild=metrics.case_rebuild_decisions.inc,
             on_linked=store_embeddings if state.case_embedder is not None else None,
             executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="cases"),
+            yield_to=state.pressure.behind,
         )
         await crash_on_failure(app, "case stage", stage)
 
@@ -645,6 +664,8 @@ def add_dispatch_agent(
     async def dispatch_batch(stream: StreamT, events: list[EventT]) -> None:
         arrived = time.time()
         messages = [_source_message(event) for event in events]
+        if messages:
+            state.pressure.observe(arrived - min(m.timestamp.timestamp() for m in messages))
         # Reading (validation, masking) and deciding both run on the stage's thread: the
         # event loop stays free for the other agents and the web pages.
         requests, results = await asyncio.get_running_loop().run_in_executor(

@@ -232,3 +232,17 @@ def test_sasl_ssl_with_a_ca_file_verifies_against_it() -> None:
     assert isinstance(creds, faust.SASLCredentials)
     assert creds.ssl_context.verify_mode == ssl.CERT_REQUIRED
     assert creds.ssl_context.get_ca_certs() or creds.ssl_context.cert_store_stats()["x509"] > 0
+
+
+def test_dispatch_pressure_holds_for_a_while_after_a_slow_batch(monkeypatch):
+    from processors import worker
+
+    clock = [100.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    pressure = worker.DispatchPressure(threshold_s=0.1, hold_s=0.5)
+    pressure.observe(0.05)
+    assert not pressure.behind()
+    pressure.observe(0.3)
+    assert pressure.behind()
+    clock[0] += 0.6
+    assert not pressure.behind()
