@@ -71,6 +71,17 @@ def read_decision(msg: DecisionMessage) -> DispatchDecision | None:
     return record if isinstance(record, DispatchDecision) else None
 
 
+async def commit_fetched(consumer: Any, fetched: dict[Any, list[Any]], what: str) -> None:
+    """Commit exactly what ``getmany`` gave. A rebalance meanwhile fails the commit: the
+    partitions' new owner takes those messages again, and the tables absorb the repeat."""
+    from aiokafka.errors import CommitFailedError
+
+    try:
+        await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch})
+    except CommitFailedError as exc:
+        log.warning("%s offsets not committed (rebalance): %s", what, exc)
+
+
 def _log_link_error(decision: DispatchDecision, exc: Exception) -> None:
     log.error("case stage: %s left unmerged after a merge error: %r", decision.input_id, exc,
               exc_info=exc)
@@ -242,7 +253,6 @@ async def run_case_stage(
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-    from aiokafka.errors import CommitFailedError
 
     window = lookback(linker.index.policy)
     consumer = AIOKafkaConsumer(
@@ -302,12 +312,7 @@ async def run_case_stage(
             await publish(links)
             if on_batch is not None:
                 on_batch(links)
-            try:
-                await consumer.commit(
-                    {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
-                )
-            except CommitFailedError as exc:
-                # Rebalanced meanwhile: the new owner links these again, to the same cases.
-                log.warning("case link offsets not committed (rebalance): %s", exc)
+            # Rebalanced meanwhile: the new owner links these again, to the same cases.
+            await commit_fetched(consumer, fetched, "case link")
     finally:
         await consumer.stop()

@@ -238,7 +238,8 @@ async def run_decision_store(
     quix-streams): take what arrived, make it durable, then commit exactly those offsets.
     A crash between the two repeats the batch; the table keeps one row per report."""
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import CommitFailedError
+
+    from processors.case_stage import commit_fetched
 
     consumer = AIOKafkaConsumer(
         *(settings.topic(s.name) for s in DECISION_STORE_TOPICS),
@@ -267,14 +268,7 @@ async def run_decision_store(
             if not messages:
                 continue
             await store(messages)
-            try:
-                await consumer.commit(
-                    {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
-                )
-            except CommitFailedError as exc:
-                # The group rebalanced meanwhile: the new owner takes these again and the
-                # table absorbs the repeat.
-                log.warning("decision offsets not committed (rebalance): %s", exc)
+            await commit_fetched(consumer, fetched, "decision")
     finally:
         await consumer.stop()
 

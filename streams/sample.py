@@ -81,6 +81,32 @@ def _reported(record: dict[str, Any]) -> str:
     return datetime.fromisoformat(at).astimezone(UTC).isoformat() if at else ""
 
 
+def _restamped(
+    record: Any,
+    prefix: str,
+    n: int,
+    at: datetime,
+    truth: dict[str, dict[str, str]] | None,
+    facts: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A simulated record on the wire with this run's id (``<prefix>e<n>`` for events,
+    ``<prefix>a<n>`` for appeals) and time; its right unit and code (and ``facts``) go to
+    ``truth``."""
+    from models.simulator import to_wire
+
+    wire = to_wire(record)
+    if wire["kind"] == "city_event":
+        wire["event_id"] = f"{prefix}e{n}"
+        wire["reported_at"] = at.isoformat()
+    else:
+        wire["appeal_id"] = f"{prefix}a{n}"
+        wire["received_at"] = at.isoformat()
+    if truth is not None:
+        record_id = wire.get("event_id") or wire["appeal_id"]
+        truth[record_id] = {"unit": record.true_unit, "code": record.code, **(facts or {})}
+    return wire
+
+
 def _burst_records(
     domain: Domain,
     bursts: int,
@@ -90,7 +116,6 @@ def _burst_records(
     span: timedelta,
     truth: dict[str, dict[str, str]] | None,
 ) -> Iterator[dict[str, Any]]:
-    from models.simulator import to_wire
     from models.simulator.bursts import burst_stream
 
     now = now or datetime.now(UTC)
@@ -105,18 +130,8 @@ def _burst_records(
     for n, burst in enumerate(stream):
         record = burst.record
         at = (now - span + (record.reported_at - first) * scale).astimezone(CST)
-        wire = to_wire(record)
-        if wire["kind"] == "city_event":
-            wire["event_id"] = f"{run_id}-be{n}"
-            wire["reported_at"] = at.isoformat()
-        else:
-            wire["appeal_id"] = f"{run_id}-ba{n}"
-            wire["received_at"] = at.isoformat()
-        if truth is not None:
-            record_id = wire.get("event_id") or wire["appeal_id"]
-            truth[record_id] = {"unit": record.true_unit, "code": record.code,
-                                "incident": burst.incident_id or ""}
-        yield wire
+        yield _restamped(record, f"{run_id}-b", n, at, truth,
+                         {"incident": burst.incident_id or ""})
 
 
 def _sample_records(
@@ -129,7 +144,7 @@ def _sample_records(
     span: timedelta,
     truth: dict[str, dict[str, str]] | None,
 ) -> Iterator[dict[str, Any]]:
-    from models.simulator import generate_history, to_wire
+    from models.simulator import generate_history
 
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
@@ -143,17 +158,7 @@ def _sample_records(
         if invalid_every and i % invalid_every == invalid_every - 1:
             yield _invalid(rng, run_id, i, reported)
             continue
-        wire = to_wire(record)
-        if wire["kind"] == "city_event":
-            wire["event_id"] = f"{run_id}-e{i}"
-            wire["reported_at"] = reported.isoformat()
-        else:
-            wire["appeal_id"] = f"{run_id}-a{i}"
-            wire["received_at"] = reported.isoformat()
-        if truth is not None:
-            record_id = wire.get("event_id") or wire["appeal_id"]
-            truth[record_id] = {"unit": record.true_unit, "code": record.code}
-        yield wire
+        yield _restamped(record, f"{run_id}-", i, reported, truth)
 
 
 def json_lines(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
