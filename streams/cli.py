@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -454,6 +455,54 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def _run_text_batch(args: argparse.Namespace, command: str, process: Any,
+                    required: tuple[str, ...]) -> int:
+    from streams.batch import run_batch
+
+    # Output to stdout and no --rejects: the rejects go to stderr, as JSON lines.
+    rejects_path = args.rejects or (None if args.output == "-" else f"{args.output}.rejects.jsonl")
+    with contextlib.ExitStack() as files:
+        source = sys.stdin.buffer if args.input == "-" else files.enter_context(
+            open(args.input, "rb"))
+        sink = sys.stdout if args.output == "-" else files.enter_context(
+            open(args.output, "w", encoding="utf-8"))
+        rejects = sys.stderr if rejects_path is None else files.enter_context(
+            open(rejects_path, "w", encoding="utf-8"))
+        summary = run_batch(source, sink, rejects, process, required)
+    where = f" (rejects: {rejects_path})" if summary.rejected and rejects_path else ""
+    print(summary.line(command) + where, file=sys.stderr)
+    return summary.exit_code(args.strict)
+
+
+def cmd_mask(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.text_batch import MASK_FIELDS, mask_lines
+
+    return _run_text_batch(
+        args, "mask", lambda lines: mask_lines(lines, settings.max_text_chars), MASK_FIELDS
+    )
+
+
+def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.text_batch import ANALYSE_FIELDS, analyse_lines
+    from schemas.domain import Domain
+
+    domain = Domain.load(settings.domain_file)
+    return _run_text_batch(
+        args, "analyse", lambda lines: analyse_lines(lines, domain, settings.max_text_chars),
+        ANALYSE_FIELDS,
+    )
+
+
+def _batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="JSON Lines, UTF-8 (- for stdin)")
+    p.add_argument("--output", required=True, help="JSON Lines (- for stdout)")
+    p.add_argument("--rejects", default=None,
+                   help="lines that could not be processed, with line number and reason "
+                   "(default: OUT.rejects.jsonl)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit non-zero on any rejected line (default: only when none passed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="citystream",
@@ -562,6 +611,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(p)
 
+    p = sub.add_parser(
+        "mask",
+        help="mask personal data in texts, as ingest does before storing",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="In:  {\"id\": \"a1\", \"text\": \"我叫张三，电话13912345678\"}\n"
+        "Out: {\"id\": \"a1\", \"text\": \"我叫某某,电话[手机号]\", \"spans\": "
+        "[{\"type\": \"name\", \"start\": 2, \"end\": 4}, {\"type\": \"phone\", "
+        "\"start\": 7, \"end\": 18}]}\nThe text comes back as ingest stores it "
+        "(normalised, masked); spans index the text as given. Types: phone, landline, "
+        "id_card, plate, bank_card, email, name.",
+    )
+    _batch_arguments(p)
+    p = sub.add_parser(
+        "analyse",
+        help="urgency, sentiment, repeat complaint and content flags of texts, as ingest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="In:  {\"id\": \"a1\", \"text\": \"第三次反映了，燃气泄漏没人管！\", "
+        "\"channel\": \"hotline_12345\"}\n"
+        "Out: {\"id\": \"a1\", \"urgency\": \"critical\", \"sentiment\": \"negative\", "
+        "\"repeat_complaint\": true, \"flags\": []}\nUrgency uses the domain file's "
+        "levels; flags name abusive or sensitive content found.",
+    )
+    _batch_arguments(p)
+
     p = sub.add_parser("score", help="dispatch decisions for a JSON Lines file of reports")
     p.add_argument("--input", required=True, help="JSON Lines with text (and id, channel, "
                    "reported_at); - for stdin")
@@ -584,6 +657,8 @@ COMMANDS = {
     "report": cmd_report,
     "units-feedback": cmd_units_feedback,
     "cases-eval": cmd_cases_eval,
+    "mask": cmd_mask,
+    "analyse": cmd_analyse,
     "wait": cmd_wait,
     "query": cmd_query,
     "stack": cmd_stack,
