@@ -108,38 +108,36 @@ def link_messages(
     return linker.link_all((d for _, d in read_decisions(messages)), now)
 
 
-async def _read_range(
-    options: dict[str, Any], ranges: dict[Any, tuple[int, int]]
-) -> list[DecisionMessage]:
+async def _read_range(reader: Any, ranges: dict[Any, tuple[int, int]]) -> list[DecisionMessage]:
     """The messages at offsets [start, end) of each partition, by a group-less consumer."""
-    from aiokafka import AIOKafkaConsumer
-
     wanted = {tp: r for tp, r in ranges.items() if r[0] < r[1]}
     if not wanted:
         return []
-    reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **options)
-    await reader.start()
-    try:
-        reader.assign(list(wanted))
-        for tp, (start, _) in wanted.items():
-            reader.seek(tp, start)
-        out: list[DecisionMessage] = []
-        pending = set(wanted)
-        while pending:
-            fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
-            for tp, batch in fetched.items():
-                end = wanted[tp][1]
-                out.extend(
-                    DecisionMessage(m.topic, m.partition, m.offset, m.timestamp, m.value)
-                    for m in batch
-                    if m.offset < end
-                )
-            for tp in list(pending):
-                if await reader.position(tp) >= wanted[tp][1]:
-                    pending.discard(tp)
-        return out
-    finally:
-        await reader.stop()
+    reader.assign(list(wanted))
+    for tp, (start, _) in wanted.items():
+        reader.seek(tp, start)
+    out: list[DecisionMessage] = []
+    pending = set(wanted)
+    while pending:
+        fetched = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
+        for tp, batch in fetched.items():
+            end = wanted[tp][1]
+            out.extend(
+                DecisionMessage(m.topic, m.partition, m.offset, m.timestamp, m.value)
+                for m in batch
+                if m.offset < end
+            )
+        for tp in list(pending):
+            if await reader.position(tp) >= wanted[tp][1]:
+                pending.discard(tp)
+    return out
+
+
+async def _offsets_for_times(reader: Any, since: dict[Any, int]) -> dict[Any, int]:
+    found = await reader.offsets_for_times(since)
+    ends = await reader.end_offsets(list(since))
+    # No message at or after the time: nothing of the window is left before the end.
+    return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in since}
 
 
 @dataclass
@@ -182,36 +180,30 @@ async def rebuild(
     floors = {(tp.topic, tp.partition): c for tp, c in committed.items()}
     if not committed:
         return Rebuilt(floors, 0)
-    # The broker time of each partition's last linked decision; the rebuild reads the
-    # window before it (a stage that was down for a day still finds the open cases).
-    last = await _read_range(options, {tp: (c - 1, c) for tp, c in committed.items()})
-    times = {(m.topic, m.partition): m.timestamp_ms for m in last}
-    since = {
-        tp: max(times.get((tp.topic, tp.partition), 0) - int(window.total_seconds() * 1000), 0)
-        for tp in committed
-    }
-    offsets = await _offsets_for_times(options, since)
-    ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
-    messages = link_order(await _read_range(options, ranges))
+    from aiokafka import AIOKafkaConsumer
+
+    # One group-less reader for the three reads.
+    reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **options)
+    await reader.start()
+    try:
+        # The broker time of each partition's last linked decision; the rebuild reads the
+        # window before it (a stage that was down for a day still finds the open cases).
+        last = await _read_range(reader, {tp: (c - 1, c) for tp, c in committed.items()})
+        times = {(m.topic, m.partition): m.timestamp_ms for m in last}
+        window_ms = int(window.total_seconds() * 1000)
+        since = {
+            tp: max(times.get((tp.topic, tp.partition), 0) - window_ms, 0) for tp in committed
+        }
+        offsets = await _offsets_for_times(reader, since)
+        ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
+        messages = link_order(await _read_range(reader, ranges))
+    finally:
+        await reader.stop()
     now = datetime.now(UTC)
     for start in range(0, len(messages), REBUILD_CHUNK):
         await pause()  # a rebuild may take seconds of CPU: dispatch goes first
         await run(link_messages, linker, messages[start : start + REBUILD_CHUNK], now)
     return Rebuilt(floors, len(messages))
-
-
-async def _offsets_for_times(options: dict[str, Any], since: dict[Any, int]) -> dict[Any, int]:
-    from aiokafka import AIOKafkaConsumer
-
-    reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **options)
-    await reader.start()
-    try:
-        found = await reader.offsets_for_times(since)
-        ends = await reader.end_offsets(list(since))
-    finally:
-        await reader.stop()
-    # No message at or after the time: nothing of the window is left before the end.
-    return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in since}
 
 
 async def run_case_stage(
