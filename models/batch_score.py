@@ -1,65 +1,74 @@
 """``citystream score``: dispatch decisions for a file of reports, offline.
 
-The same ``Dispatcher`` as the live agent. One output line per input line, in order; a
-line that cannot be read gets an output line with ``error`` (its reason) instead of
-being skipped, so outputs stay aligned with inputs.
+Each line goes the live agent's way: built into the wire appeal it would arrive as, through
+ingest's validation, normalisation and masking (``processors.ingest.ingest``; a line ingest
+refuses is rejected with ingest's reason, as the live path dead-letters it), then decided
+by the same ``Dispatcher``, a micro-batch at a time. In the ``streams.batch`` frame:
+outputs in input order, rejects with line number and reason.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from processors.dispatch import Dispatcher, DispatchRequest
+import orjson
+
+from processors.dispatch import Dispatcher, DispatchRequest, request_from_row
+from processors.ingest import IngestContext, SourceMessage, StoredRow, ingest
 from schemas.records import DispatchDecision
+from streams.batch import InputLine, Rejected
 
-CHANNELS = ("hotline_12345", "app", "wechat", "web", "letter", "grid_inspector", "other")
-BATCH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class LineError:
-    line: int
-    id: str | None
-    reason: str
+SCORE_FIELDS = ("id", "text")
+APPEAL_CHANNELS = ("hotline_12345", "app", "wechat", "web", "letter", "other")
+# A grid inspector's report is a city event in the live pipeline; its text is read the
+# same way (the channel only travels along into the decision).
+CHANNELS = (*APPEAL_CHANNELS, "grid_inspector")
+BATCH_TOPIC = "batch.appeals"
 
 
-def parse_line(raw: str, line_no: int, now: datetime) -> tuple[str, DispatchRequest] | LineError:
-    """(the caller's id, a request) or the reason the line cannot be scored."""
-    try:
-        item = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return LineError(line_no, None, f"not valid JSON: {exc.msg} at column {exc.colno}")
-    if not isinstance(item, dict):
-        return LineError(line_no, None, f"expected a JSON object, got {type(item).__name__}")
-    given_id = item.get("id")
-    user_id = str(given_id) if given_id is not None else f"line-{line_no}"
-    text = item.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return LineError(line_no, user_id, "text: required non-empty string is missing")
-    channel = item.get("channel", "other")
-    if channel not in CHANNELS:
-        return LineError(line_no, user_id, f"channel {channel!r} is not one of {list(CHANNELS)}")
-    reported = item.get("reported_at")
-    received_at = now
-    if reported is not None:
-        try:
-            received_at = datetime.fromisoformat(str(reported))
-        except ValueError:
-            return LineError(line_no, user_id, f"reported_at {reported!r} is not ISO 8601")
-        if received_at.tzinfo is None:
-            return LineError(line_no, user_id, "reported_at needs a UTC offset (+08:00)")
-    # The caller's id may be anything; the decision carries a safe internal one.
-    request = DispatchRequest(
-        input_id=f"line-{line_no}",
-        input_kind="city_event" if channel == "grid_inspector" else "citizen_appeal",
-        text=text,
-        received_at=received_at,
+def batch_context(ctx: IngestContext) -> IngestContext:
+    """The live ingest context, reading this command's lines as appeals (validation and
+    masking only: the dispatch stage's view)."""
+    return dataclasses.replace(
+        ctx, kinds_by_topic={BATCH_TOPIC: "citizen_appeal"}, analyse_appeals=False
     )
-    return user_id, request
+
+
+def read_line(
+    line: InputLine, ctx: IngestContext, now: datetime, time_field: str = "reported_at"
+) -> DispatchRequest | Rejected:
+    """The request the live agent would build for this line, or why it would not. The
+    report's time is ``time_field`` (ISO 8601 with a UTC offset), ``now`` without it."""
+    record = line.record
+    channel = record.get("channel", "other")
+    if channel not in CHANNELS:
+        return Rejected(f"channel {channel!r} is not one of {list(CHANNELS)}")
+    reported = record.get(time_field)
+    if reported is not None and not isinstance(reported, str):
+        return Rejected(f"{time_field}: not a string (ISO 8601 with a UTC offset)")
+    wire = {
+        "kind": "citizen_appeal",
+        "schema_version": 1,
+        # The caller's id may be anything; the request carries a safe internal one.
+        "appeal_id": f"line-{line.number}",
+        "channel": channel if channel in APPEAL_CHANNELS else "other",
+        "received_at": reported or now.isoformat(),
+        "text": record["text"],
+    }
+    msg = SourceMessage(BATCH_TOPIC, 0, line.number, now, None, orjson.dumps(wire))
+    outcome = ingest(msg, ctx, now)
+    if not isinstance(outcome, StoredRow):
+        # Ingest names the wire field; the caller knows the time by its own name.
+        return Rejected(outcome.reason.replace("received_at:", f"{time_field}:", 1))
+    request = request_from_row(outcome)
+    if request is None:  # ingest stored a report: cannot happen for an appeal
+        return Rejected("not a report")
+    if channel == "grid_inspector":
+        request = dataclasses.replace(request, input_kind="city_event", channel=channel)
+    return request
 
 
 def output_line(user_id: str, decision: DispatchDecision) -> dict[str, Any]:
@@ -76,38 +85,30 @@ def output_line(user_id: str, decision: DispatchDecision) -> dict[str, Any]:
     }
 
 
-def error_line(error: LineError) -> dict[str, Any]:
-    return {"id": error.id, "line": error.line, "error": error.reason}
+def decide_lines(
+    lines: Sequence[InputLine],
+    dispatcher: Dispatcher,
+    ctx: IngestContext,
+    now: datetime | None = None,
+    time_field: str = "reported_at",
+) -> list[DispatchDecision | Rejected]:
+    """The live agent's decision for each line it would decide, the reason for the others;
+    in order. ``ctx``: ``batch_context`` of the live ingest context."""
+    when = now or datetime.now(UTC)
+    read = [read_line(line, ctx, when, time_field) for line in lines]
+    requests = [r for r in read if isinstance(r, DispatchRequest)]
+    decisions = iter(dispatcher.decide_batch(requests) if requests else ())
+    return [item if isinstance(item, Rejected) else next(decisions) for item in read]
 
 
 def score_lines(
-    dispatcher: Dispatcher, lines: Iterable[str], now: datetime | None = None
-) -> Iterator[dict[str, Any]]:
-    """Output dicts, one per non-blank input line, in input order."""
-    when = now or datetime.now(UTC)
-    pending: list[tuple[int, str, DispatchRequest]] = []
-    ready: list[tuple[int, dict[str, Any]]] = []
-
-    def flush() -> list[tuple[int, dict[str, Any]]]:
-        decisions = dispatcher.decide_batch([r for _, _, r in pending])
-        done = [(n, output_line(uid, d)) for (n, uid, _), d in zip(pending, decisions, strict=True)]
-        pending.clear()
-        return done
-
-    for line_no, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        parsed = parse_line(raw, line_no, when)
-        if isinstance(parsed, LineError):
-            ready.append((line_no, error_line(parsed)))
-        else:
-            pending.append((line_no, *parsed))
-        if len(pending) >= BATCH:
-            ready.extend(flush())
-            ready.sort(key=lambda item: item[0])
-            yield from (out for _, out in ready)
-            ready.clear()
-    if pending:
-        ready.extend(flush())
-    ready.sort(key=lambda item: item[0])
-    yield from (out for _, out in ready)
+    lines: Sequence[InputLine],
+    dispatcher: Dispatcher,
+    ctx: IngestContext,
+    now: datetime | None = None,
+) -> list[dict[str, Any] | Rejected]:
+    """``decide_lines`` as the command's output lines."""
+    return [
+        item if isinstance(item, Rejected) else output_line(line.record["id"], item)
+        for line, item in zip(lines, decide_lines(lines, dispatcher, ctx, now), strict=True)
+    ]

@@ -173,6 +173,8 @@ def build_backend(
         retries=settings.triton_retries,
         on_retry=on_retry,
     )
+    if not settings.triton_fallback:
+        return triton
     return FallbackBackend(
         triton,
         local,

@@ -1,23 +1,18 @@
-"""``citystream merge``: duplicate merging over a file of reports, offline.
+"""Duplicate merging over a set of reports, offline: the live ``CaseIndex`` fed in time
+order, so that the result does not depend on the input's order.
 
-Input lines ``{"id", "text", "time", "channel"}`` in any order; one output ``{"id",
-"case_id"}`` per input, in input order. Places come from address analysis (the live
-analyser), codes from a classifier (the CLI passes the dispatcher's); the cases from the
-same ``CaseIndex`` as the live agent, fed in time order so that the result does not
-depend on the input's order.
-
-A line that cannot be read, or a report without a usable time, is its own case (never
-dropped, so outputs stay aligned with inputs). A time without a UTC offset is read as
-Qingdao time (+08:00): hotline systems log local time.
+``assign_in_order`` is the step loop ``citystream merge`` streams a file through
+(``streams.batch_merge``, which builds each report from its live dispatch decision);
+``read_reports`` and ``assign_cases`` are the in-memory path the merge evaluation uses to
+compare readings of the same reports (simulator truth, address analysis, a classifier).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TextIO
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from processors.dispatch import PlaceReader
 from processors.merge import CITY_TZ, CaseIndex, CaseState, MergePolicy, MergeReport, follow
@@ -28,8 +23,6 @@ if TYPE_CHECKING:
 
 Classify = Callable[[list[str]], list[str]]
 
-# Enough of a report for its place and its problem; a 100 kB paste is cut here.
-MAX_TEXT_CHARS = 2000
 CLASSIFY_BATCH = 128
 
 
@@ -39,41 +32,6 @@ class BatchInput:
     text: str
     at: datetime | None
     channel: str
-
-
-def parse_time(value: object) -> datetime | None:
-    """An ISO 8601 time, aware (naive read as +08:00); None when missing or unreadable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=CITY_TZ)
-    try:
-        at.astimezone(UTC)  # an offset that pushes it outside the calendar (year 1 at +08:00)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return at
-
-
-def parse_input(item: object, line_no: int) -> BatchInput:
-    """Whatever the line holds, an input: a missing id becomes ``line-N``."""
-    if not isinstance(item, Mapping):
-        return BatchInput(f"line-{line_no}", "", None, "")
-    given = item.get("id")
-    text = item.get("text")
-    channel = item.get("channel")
-    return BatchInput(
-        id=str(given) if given is not None else f"line-{line_no}",
-        text=text[:MAX_TEXT_CHARS] if isinstance(text, str) else "",
-        at=parse_time(item.get("time")),
-        channel=channel if isinstance(channel, str) else "",
-    )
 
 
 def read_reports(
@@ -119,28 +77,39 @@ def read_reports(
     return reports
 
 
-def assign_cases(reports: Sequence[MergeReport], policy: MergePolicy) -> list[str]:
-    """Case ids for reports, in their order: the index sees them by time (then id), the
-    way a stream without late arrivals would; cases found later to be one are one."""
+def time_order(report: MergeReport) -> tuple[float, str]:
+    """The order a batch feeds the index in: by time, then id (the way a stream without
+    late arrivals would see them); reports without a time last."""
+    return _seconds(report.at), report.report_id
+
+
+def assign_in_order(
+    reports: Iterable[tuple[int, MergeReport]], policy: MergePolicy
+) -> Iterator[tuple[int, str, tuple[str, ...]]]:
+    """(position, case id, case ids it absorbed) for reports given in ``time_order``: the
+    live index's steps. State stays bounded (one entry per district and merge class, each
+    holding its open cases), so a file of any size streams through."""
     index = CaseIndex(policy)
-    order = sorted(
-        range(len(reports)),
-        key=lambda i: (_seconds(reports[i].at), reports[i].report_id, i),
-    )
     states: dict[str, CaseState] = {}
-    merged_into: dict[str, str] = {}
-    out = [""] * len(reports)
-    for i in order:
-        report = reports[i]
+    for position, report in reports:
         key = index.key(report)
         if key is None:
-            out[i] = report.report_id
+            yield position, report.report_id, ()
             continue
         step = index.step(report, states.get(key, CaseState()))
         states[key] = step.state
-        out[i] = step.case_id
-        for absorbed in step.absorbed:
-            merged_into[absorbed] = step.case_id
+        yield position, step.case_id, step.absorbed
+
+
+def assign_cases(reports: Sequence[MergeReport], policy: MergePolicy) -> list[str]:
+    """Case ids for reports, in their order; cases found later to be one are one."""
+    order = sorted(range(len(reports)), key=lambda i: (*time_order(reports[i]), i))
+    merged_into: dict[str, str] = {}
+    out = [""] * len(reports)
+    for i, case_id, absorbed in assign_in_order(((i, reports[i]) for i in order), policy):
+        out[i] = case_id
+        for gone in absorbed:
+            merged_into[gone] = case_id
     # A batch can relabel what a stream has already published: every report gets the id
     # of the case its own case ended in.
     return [follow(merged_into, c) for c in out]
@@ -149,48 +118,6 @@ def assign_cases(reports: Sequence[MergeReport], policy: MergePolicy) -> list[st
 def _seconds(at: datetime | None) -> float:
     # Reports without a time go last (they are their own cases anyway).
     return at.timestamp() if at is not None else float("inf")
-
-
-def merge_batch(
-    items: Sequence[object],
-    analyser: PlaceReader,
-    classify: Classify | None,
-    policy: MergePolicy,
-    places: PlaceReader | None = None,
-) -> list[tuple[str, str]]:
-    """(id, case id) for every input, in input order."""
-    inputs = [parse_input(item, n) for n, item in enumerate(items, start=1)]
-    reports = read_reports(inputs, analyser, classify, places)
-    return list(zip((i.id for i in inputs), assign_cases(reports, policy), strict=True))
-
-
-def decode_lines(lines: Iterable[str]) -> list[object]:
-    """Decoded JSON lines; a line that is not JSON becomes None (its own case). Blank lines
-    are skipped."""
-    out: list[object] = []
-    for raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError:
-            out.append(None)
-    return out
-
-
-def merge_file(
-    source: TextIO,
-    sink: TextIO,
-    analyser: PlaceReader,
-    classify: Classify | None,
-    policy: MergePolicy,
-    places: PlaceReader | None = None,
-) -> tuple[int, int]:
-    """The command's I/O around ``merge_batch``: (reports, cases)."""
-    pairs = merge_batch(decode_lines(source), analyser, classify, policy, places)
-    for report_id, case_id in pairs:
-        sink.write(json.dumps({"id": report_id, "case_id": case_id}, ensure_ascii=False) + "\n")
-    return len(pairs), len({c for _, c in pairs})
 
 
 def simplify_table() -> dict[int, str]:
@@ -204,23 +131,6 @@ def simplify_table() -> dict[int, str]:
 def batch_policy(domain: Domain) -> MergePolicy:
     """The default policy with the character table loaded."""
     return MergePolicy.default(domain, char_map=simplify_table())
-
-
-def run_merge(
-    source: TextIO,
-    sink: TextIO,
-    domain: Domain,
-    classify: Classify | None,
-    policy: MergePolicy | None = None,
-) -> tuple[int, int]:
-    """``citystream merge`` after its arguments: the live analyser (and its NER reader for
-    places), the default policy. Returns (reports, cases)."""
-    from processors.address import live_analyser
-
-    analyser = live_analyser(domain)
-    return merge_file(
-        source, sink, analyser, classify, policy or batch_policy(domain), analyser.full
-    )
 
 
 def dispatcher_classifier(dispatcher: Dispatcher, now: datetime | None = None) -> Classify:

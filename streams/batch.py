@@ -35,6 +35,7 @@ class InputLine:
 
 
 # A chunk of parsed lines in, one output object or ``Rejected`` per line out, in order.
+# (A process that keeps its results itself, with no sink, answers anything but Rejected.)
 Process = Callable[[Sequence[InputLine]], Sequence[dict[str, Any] | Rejected]]
 
 
@@ -112,7 +113,7 @@ class Progress:
 
 def run_batch(
     source: IO[bytes],
-    sink: IO[str],
+    sink: IO[str] | None,
     rejects: IO[str],
     process: Process,
     required: Sequence[str],
@@ -120,11 +121,12 @@ def run_batch(
     progress: IO[str] | None = None,
     chunk: int = CHUNK,
 ) -> Summary:
-    """Run ``process`` over ``source`` a chunk at a time; outputs to ``sink`` in input order,
-    rejects (with line number, reason and the start of the line) to ``rejects``."""
+    """Run ``process`` over ``source`` a chunk at a time; outputs to ``sink`` in input order
+    (None: the process keeps its results itself), rejects (with line number, reason and
+    the start of the line) to ``rejects``."""
     started = time.monotonic()
     summary = Summary()
-    total = _size(source)
+    total = input_size(source)
     shown = Progress(progress or sys.stderr, total)
     read = 0
     pending: list[tuple[int, InputLine | Rejected, bytes]] = []
@@ -146,7 +148,8 @@ def run_batch(
                                          ensure_ascii=False) + "\n")
             else:
                 summary.processed += 1
-                sink.write(json.dumps(result, ensure_ascii=False) + "\n")
+                if sink is not None:
+                        sink.write(json.dumps(result, ensure_ascii=False) + "\n")
         pending.clear()
         shown.update(summary.processed + summary.rejected, read)
 
@@ -160,7 +163,7 @@ def run_batch(
     return summary
 
 
-def _size(source: IO[bytes]) -> int | None:
+def input_size(source: IO[bytes]) -> int | None:
     try:
         return os.fstat(source.fileno()).st_size or None
     except (OSError, ValueError, AttributeError):

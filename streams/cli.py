@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -15,6 +14,12 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from streams.batch_cli import (
+    add_batch_command,
+    model_settings,
+    run_batch_command,
+    run_driver_command,
+)
 from streams.settings import Settings
 
 
@@ -397,12 +402,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dispatcher(settings: Settings, triton: str | None) -> Any:
+    from models.inference import BackendUnavailable, ModelMismatch
     from models.scoring import build_dispatcher
     from processors.dispatch import PolicyError
 
     try:
         return build_dispatcher(settings, triton_url=triton)
-    except PolicyError as exc:
+    except (PolicyError, BackendUnavailable, ModelMismatch) as exc:
         raise SystemExit(f"citystream: {exc}") from exc
 
 
@@ -432,52 +438,40 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
-    from models.batch_score import score_lines
+    from models.batch_score import SCORE_FIELDS, batch_context, score_lines
+    from models.train import offline_context
 
-    dispatcher = _dispatcher(settings, args.triton)
-    failed = scored = 0
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    try:
-        for out in score_lines(dispatcher, source):
-            sink.write(json.dumps(out, ensure_ascii=False) + "\n")
-            if "error" in out:
-                failed += 1
-                print(f"citystream score: line {out['line']}: {out['error']}", file=sys.stderr)
-            else:
-                scored += 1
-    finally:
-        if source is not sys.stdin:
-            source.close()
-        if sink is not sys.stdout:
-            sink.close()
-    print(f"scored {scored} reports, {failed} lines with errors", file=sys.stderr)
-    return 1 if failed else 0
+    dispatcher = _dispatcher(model_settings(args, settings), None)
+    ctx = batch_context(offline_context(dispatcher.domain))
+    return run_batch_command(
+        args, "score", lambda lines: score_lines(lines, dispatcher, ctx), SCORE_FIELDS
+    )
 
 
-def _run_text_batch(args: argparse.Namespace, command: str, process: Any,
-                    required: tuple[str, ...]) -> int:
-    from streams.batch import run_batch
+def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from models.batch_score import batch_context, decide_lines
+    from models.train import offline_context
+    from processors.merge_batch import batch_policy
+    from streams.batch_merge import run_merge
 
-    # Output to stdout and no --rejects: the rejects go to stderr, as JSON lines.
-    rejects_path = args.rejects or (None if args.output == "-" else f"{args.output}.rejects.jsonl")
-    with contextlib.ExitStack() as files:
-        source = sys.stdin.buffer if args.input == "-" else files.enter_context(
-            open(args.input, "rb"))
-        sink = sys.stdout if args.output == "-" else files.enter_context(
-            open(args.output, "w", encoding="utf-8"))
-        rejects = sys.stderr if rejects_path is None else files.enter_context(
-            open(rejects_path, "w", encoding="utf-8"))
-        summary = run_batch(source, sink, rejects, process, required)
-    where = f" (rejects: {rejects_path})" if summary.rejected and rejects_path else ""
-    print(summary.line(command) + where, file=sys.stderr)
-    return summary.exit_code(args.strict)
+    dispatcher = _dispatcher(model_settings(args, settings), None)
+    ctx = batch_context(offline_context(dispatcher.domain))
+    policy = batch_policy(dispatcher.domain)
+
+    def driver(source: Any, sink: Any, rejects: Any) -> Any:
+        return run_merge(
+            source, sink, rejects,
+            lambda lines: decide_lines(lines, dispatcher, ctx, time_field="time"), policy,
+            workdir=Path(args.workdir) if args.workdir else None,
+        )
+
+    return run_driver_command(args, "merge", driver)
 
 
 def cmd_mask(args: argparse.Namespace, settings: Settings) -> int:
     from processors.text_batch import MASK_FIELDS, mask_lines
 
-    return _run_text_batch(
+    return run_batch_command(
         args, "mask", lambda lines: mask_lines(lines, settings.max_text_chars), MASK_FIELDS
     )
 
@@ -487,20 +481,10 @@ def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.domain import Domain
 
     domain = Domain.load(settings.domain_file)
-    return _run_text_batch(
+    return run_batch_command(
         args, "analyse", lambda lines: analyse_lines(lines, domain, settings.max_text_chars),
         ANALYSE_FIELDS,
     )
-
-
-def _batch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="JSON Lines, UTF-8 (- for stdin)")
-    p.add_argument("--output", required=True, help="JSON Lines (- for stdout)")
-    p.add_argument("--rejects", default=None,
-                   help="lines that could not be processed, with line number and reason "
-                   "(default: OUT.rejects.jsonl)")
-    p.add_argument("--strict", action="store_true",
-                   help="exit non-zero on any rejected line (default: only when none passed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -611,35 +595,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(p)
 
-    p = sub.add_parser(
-        "mask",
-        help="mask personal data in texts, as ingest does before storing",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="In:  {\"id\": \"a1\", \"text\": \"我叫张三，电话13912345678\"}\n"
-        "Out: {\"id\": \"a1\", \"text\": \"我叫某某,电话[手机号]\", \"spans\": "
-        "[{\"type\": \"name\", \"start\": 2, \"end\": 4}, {\"type\": \"phone\", "
-        "\"start\": 7, \"end\": 18}]}\nThe text comes back as ingest stores it "
-        "(normalised, masked); spans index the text as given. Types: phone, landline, "
-        "id_card, plate, bank_card, email, name.",
+    add_batch_command(
+        sub, "mask", "mask personal data in texts, as ingest does before storing",
+        [([{"id": "a1", "text": "我叫张三，电话13912345678"}],
+          [{"id": "a1", "text": "我叫某某,电话[手机号]", "spans": [
+              {"type": "name", "start": 2, "end": 4}, {"type": "phone", "start": 7, "end": 18}]}])],
+        "The text comes back as ingest stores it (normalised, masked); spans index the text "
+        "as given. Types: phone, landline, id_card, plate, bank_card, email, name.",
     )
-    _batch_arguments(p)
-    p = sub.add_parser(
-        "analyse",
-        help="urgency, sentiment, repeat complaint and content flags of texts, as ingest",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="In:  {\"id\": \"a1\", \"text\": \"第三次反映了，燃气泄漏没人管！\", "
-        "\"channel\": \"hotline_12345\"}\n"
-        "Out: {\"id\": \"a1\", \"urgency\": \"critical\", \"sentiment\": \"negative\", "
-        "\"repeat_complaint\": true, \"flags\": []}\nUrgency uses the domain file's "
-        "levels; flags name abusive or sensitive content found.",
+    add_batch_command(
+        sub, "analyse", "urgency, sentiment, repeat complaint and content flags of texts, as "
+        "ingest",
+        [([{"id": "a1", "text": "第三次反映了，燃气泄漏没人管！", "channel": "hotline_12345"}],
+          [{"id": "a1", "urgency": "critical", "sentiment": "negative",
+            "repeat_complaint": True, "flags": []}])],
+        "Urgency uses the domain file's levels; flags name abusive or sensitive content found.",
     )
-    _batch_arguments(p)
 
-    p = sub.add_parser("score", help="dispatch decisions for a JSON Lines file of reports")
-    p.add_argument("--input", required=True, help="JSON Lines with text (and id, channel, "
-                   "reported_at); - for stdin")
-    p.add_argument("--output", required=True, help="decisions, one line per input; - for stdout")
-    p.add_argument("--triton", default=None, help="Triton host:port (default: in-process)")
+    add_batch_command(
+        sub, "score", "dispatch decisions for reports, as the live agent decides them",
+        [([{"id": "r1", "text": "市南区香港中路路灯不亮", "channel": "app"}],
+          [{"id": "r1", "code": "E02", "unit": "市南区市政设施服务中心", "district": "市南区",
+            "street": None, "location_type": "main_road", "confidence": 0.9563, "auto": True,
+            "review_reasons": []}])],
+        "channel is optional (default other; hotline_12345, app, wechat, web, letter, "
+        "grid_inspector); reported_at (ISO 8601 with offset) is optional. Each text goes "
+        "through ingest's validation and masking first, as on the stream.",
+        models=True,
+    )
+
+    p = add_batch_command(
+        sub, "merge", "duplicate reports as cases, as the live case stage merges them",
+        [([{"id": "a", "text": "市南区香港中路18号门口井盖丢了",
+            "time": "2026-11-20T08:05:00+08:00", "channel": "app"},
+           {"id": "b", "text": "香港中路18号井盖没了，很危险",
+            "time": "2026-11-20T08:40:00+08:00", "channel": "hotline_12345"}],
+          [{"id": "a", "case_id": "a"}, {"id": "b", "case_id": "a"}])],
+        "Lines in any order; each report is decided as on the stream (ingest, dispatch), "
+        "then merged in time order by the live case logic. A case is named after its "
+        "first report. ids must be unique; time is ISO 8601 with a UTC offset. The run "
+        "spills to a temporary SQLite file, so memory stays flat on any input size.",
+        models=True,
+    )
+    p.add_argument("--workdir", default=None,
+                   help="where the temporary spill file goes (default: the system's temp dir)")
 
     p = sub.add_parser("bench", help="replay N events and time until all are stored")
     p.add_argument("--events", type=int, default=50_000)
@@ -658,6 +657,7 @@ COMMANDS = {
     "units-feedback": cmd_units_feedback,
     "cases-eval": cmd_cases_eval,
     "mask": cmd_mask,
+    "merge": cmd_merge,
     "analyse": cmd_analyse,
     "wait": cmd_wait,
     "query": cmd_query,

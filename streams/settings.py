@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(default=0.5, gt=0)
     triton_retries: int = Field(default=1, ge=0)
+    # False: a Triton failure is an error, not a switch to the in-process models (the batch
+    # tools' --via triton: a run meant to check the served models must not quietly skip them).
+    triton_fallback: bool = True
     # ONNX Runtime execution providers, in order (GPU machines: CUDAExecutionProvider first).
     onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
 

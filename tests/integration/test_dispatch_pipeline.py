@@ -218,9 +218,10 @@ def test_feedback_gives_live_accuracy_and_auto_rate(
     assert all(c["description"] for v in views.values() for c in v["columns"])
 
 
-def _score(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:
+def _score(args: list[str], settings: Settings,
+           command: str = "score") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "score", *args],
+        [sys.executable, "-m", "streams.cli", command, *args],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -237,26 +238,32 @@ def test_score_cli_in_process_and_through_triton(
     lines = [json.dumps({"id": h["id"], "text": h["text"], "channel": h["channel"]},
                         ensure_ascii=False) for h in hand]
     lines.insert(5, "{this is not json")
-    lines.insert(9, json.dumps({"text": "路灯不亮了，在市南区香港中路"}, ensure_ascii=False))
+    lines.insert(9, json.dumps({"id": "lamp", "text": "路灯不亮了，在市南区香港中路"},
+                               ensure_ascii=False))
+    lines.insert(12, json.dumps({"id": "empty", "text": "\u200b"}, ensure_ascii=False))
     src = tmp_path / "reports.jsonl"
     src.write_text("\n".join(lines) + "\n")
 
     local = _score(["--input", str(src), "--output", str(tmp_path / "local.jsonl")], settings)
     remote = _score(["--input", str(src), "--output", str(tmp_path / "triton.jsonl"),
-                     "--triton", dispatch_triton.grpc_url], settings)
-    assert local.returncode == 1 and "line 6: not valid JSON" in local.stderr, local.stderr
-    assert remote.returncode == 1, remote.stderr
+                     "--via", "triton", "--triton-url", dispatch_triton.grpc_url], settings)
+    for run in (local, remote):
+        assert run.returncode == 0, run.stderr
+        assert "21 processed, 2 rejected" in run.stderr, run.stderr
+    strict = _score(["--input", str(src), "--output", str(tmp_path / "strict.jsonl"),
+                     "--strict"], settings)
+    assert strict.returncode == 1
+    rejects = [json.loads(x) for x in
+               (tmp_path / "local.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"].split(":")[0]) for r in rejects] == [
+        (6, "not a JSON line"), (13, "text")]
     out_local = [json.loads(x) for x in (tmp_path / "local.jsonl").read_text().splitlines()]
     out_remote = [json.loads(x) for x in (tmp_path / "triton.jsonl").read_text().splitlines()]
-    assert len(out_local) == len(lines) == len(out_remote)
-    assert out_local[5]["error"].startswith("not valid JSON") and out_local[5]["line"] == 6
-    assert out_local[9]["id"] == "line-10" and out_local[9]["code"] == "E02"
-    ids = [x["id"] for i, x in enumerate(out_local) if i not in (5, 9)]
-    assert ids == [h["id"] for h in hand]
+    assert len(out_local) == len(lines) - 2 == len(out_remote)
+    lamp = next(x for x in out_local if x["id"] == "lamp")
+    assert lamp["code"] == "E02" and lamp["district"] == "市南区"
+    assert [x["id"] for x in out_local if x["id"] != "lamp"] == [h["id"] for h in hand]
     for a, b in zip(out_local, out_remote, strict=True):
-        if "error" in a:
-            assert a == b
-            continue
         assert {k: v for k, v in a.items() if k != "confidence"} == {
             k: v for k, v in b.items() if k != "confidence"
         }
@@ -264,3 +271,41 @@ def test_score_cli_in_process_and_through_triton(
         assert set(a) >= {"id", "code", "unit", "district", "street", "location_type",
                           "confidence", "auto"}
         assert 0 <= a["confidence"] <= 1
+
+
+def test_score_via_triton_fails_when_triton_is_down(settings: Settings, tmp_path: Path) -> None:
+    # --via triton checks the served models: no quiet switch to the in-process ones.
+    src = tmp_path / "reports.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": "路灯不亮"}, ensure_ascii=False) + "\n")
+    down = _score(["--input", str(src), "--output", str(tmp_path / "out.jsonl"),
+                   "--via", "triton", "--triton-url", "127.0.0.1:9"], settings)
+    assert down.returncode != 0
+    assert "127.0.0.1:9" in down.stderr, down.stderr[-2000:]
+
+
+def test_merge_cli_in_process_and_through_triton(
+    settings: Settings, dispatch_triton: TritonServer, tmp_path: Path
+) -> None:
+    # Two reports of one burst water main on 香港中路, out of time order, one elsewhere.
+    reports = [
+        {"id": "b", "text": "香港中路上水管破了，水一直往外喷，路面都是水",
+         "time": "2025-11-05T08:08:00+08:00", "channel": "hotline_12345"},
+        {"id": "a", "text": "市南区香港中路18号门前人行道上自来水管爆了，水哗哗往外冒",
+         "time": "2025-11-05T08:00:00+08:00", "channel": "app"},
+        {"id": "c", "text": "崂山区松岭路垃圾桶满了好几天没人清理",
+         "time": "2025-11-05T08:05:00+08:00"},
+    ]
+    lines = [json.dumps(r, ensure_ascii=False) for r in reports] + ["{broken"]
+    src = tmp_path / "reports.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    outs = {}
+    for via, extra in (("onnx", []), ("triton", ["--triton-url", dispatch_triton.grpc_url])):
+        out = tmp_path / f"{via}.jsonl"
+        run = _score(["--input", str(src), "--output", str(out), "--via", via, *extra],
+                     settings, command="merge")
+        assert run.returncode == 0, run.stderr
+        assert "3 processed, 1 rejected" in run.stderr, run.stderr
+        outs[via] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert outs["onnx"] == outs["triton"]
+    assert outs["onnx"] == [{"id": "b", "case_id": "a"}, {"id": "a", "case_id": "a"},
+                            {"id": "c", "case_id": "c"}]

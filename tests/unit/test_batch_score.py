@@ -1,41 +1,60 @@
-"""The batch scorer's line handling: one output per input line, in order, errors inline."""
+"""The batch scorer's line handling: the live ingest path per line, one output or reject
+per line, in order."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import numpy as np
 
-from models.batch_score import LineError, parse_line, score_lines
-from processors.dispatch import Dispatcher, DispatchPolicy, ModelOutputs
+from models.batch_score import batch_context, read_line, score_lines
+from models.train import offline_context
+from processors.dispatch import Dispatcher, DispatchPolicy, DispatchRequest, ModelOutputs
 from processors.dispatch_rule import all_routes
+from streams.batch import InputLine, Rejected
 
 NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 
 
-def test_parse_line_accepts_text_with_optional_fields():
-    uid, req = parse_line(json.dumps({"id": "x/1", "text": "路灯不亮", "channel": "app",
-                                      "reported_at": "2026-11-26T08:00:00+08:00"}), 3, NOW)
-    assert uid == "x/1" and req.input_id == "line-3" and req.text == "路灯不亮"
+def _ctx(domain):
+    return batch_context(offline_context(domain))
+
+
+def _line(n: int, **record) -> InputLine:
+    return InputLine(n, record)
+
+
+def test_a_line_becomes_the_request_the_live_agent_builds(domain):
+    req = read_line(_line(3, id="x/1", text="路灯不亮，我电话13912345678", channel="app",
+                          reported_at="2026-11-26T08:00:00+08:00"), _ctx(domain), NOW)
+    assert isinstance(req, DispatchRequest)
+    assert req.input_id == "line-3" and req.input_kind == "citizen_appeal"
+    assert "13912345678" not in req.text  # masked by ingest before any model sees it
     assert req.received_at == datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
-    uid, req = parse_line('{"text": "井盖丢了"}', 7, NOW)
-    assert (uid, req.received_at, req.input_kind) == ("line-7", NOW, "citizen_appeal")
+    req = read_line(_line(7, id="y", text="井盖丢了", channel="grid_inspector"),
+                    _ctx(domain), NOW)
+    assert isinstance(req, DispatchRequest)
+    assert (req.received_at, req.input_kind, req.channel) == (NOW, "city_event",
+                                                              "grid_inspector")
 
 
-def test_parse_line_errors_name_the_problem():
+def test_lines_ingest_refuses_are_rejected_with_its_reason(domain):
     cases = {
-        "{oops": "not valid JSON",
-        "[1, 2]": "expected a JSON object",
-        '{"id": "a"}': "text: required",
-        '{"text": "  "}': "text: required",
-        '{"text": "x", "channel": "fax"}': "channel 'fax'",
-        '{"text": "x", "reported_at": "yesterday"}': "not ISO 8601",
-        '{"text": "x", "reported_at": "2026-11-26T08:00:00"}': "needs a UTC offset",
+        "": "empty",
+        "  \u200b ": "empty",
+        "燃" * 5000: "5000 characters, limit 4000",
+        "燃" * 100_000: "the limit is",  # 300 kB on the wire: over the message limit
     }
-    for raw, reason in cases.items():
-        out = parse_line(raw, 1, NOW)
-        assert isinstance(out, LineError) and reason in out.reason, (raw, out)
+    for text, reason in cases.items():
+        out = read_line(_line(1, id="a", text=text), _ctx(domain), NOW)
+        assert isinstance(out, Rejected) and reason in out.reason, (text[:20], out)
+    for record, reason in (
+        ({"channel": "fax"}, "channel 'fax'"),
+        ({"reported_at": "yesterday"}, "reported_at:"),
+        ({"reported_at": 5}, "reported_at: not a string"),
+    ):
+        out = read_line(_line(1, id="a", text="x", **record), _ctx(domain), NOW)
+        assert isinstance(out, Rejected) and reason in out.reason, (record, out)
 
 
 class _Scorer:
@@ -63,17 +82,16 @@ def test_outputs_stay_aligned_with_inputs_across_batches(domain):
     policy = DispatchPolicy(tuple(sorted(domain.event_types)), all_routes(domain), 0.5,
                             (), (), 0.5, 0.98)
     dispatcher = Dispatcher(domain, policy, _Nowhere(), _Scorer(policy))
-    lines = []
-    for i in range(150):
-        lines.append("{broken" if i % 37 == 5 else json.dumps({"id": f"r{i}", "text": "燃气味"}))
-        if i == 80:
-            lines.append("   ")  # blank lines are skipped, not answered
-    out = list(score_lines(dispatcher, lines, now=NOW))
+    lines = [_line(i + 1, id=f"r{i}", text="" if i % 37 == 5 else "燃气味 😀")
+             for i in range(150)]
+    out = score_lines(lines, dispatcher, _ctx(domain), now=NOW)
     assert len(out) == 150
     for i, item in enumerate(out):
         if i % 37 == 5:
-            assert "error" in item
+            assert isinstance(item, Rejected) and "empty" in item.reason
         else:
             assert item["id"] == f"r{i}" and item["unit"] == "青岛市燃气集团"
-            assert set(item) >= {"code", "district", "street", "location_type", "confidence",
-                                 "auto"}
+            assert set(item) == {"id", "code", "district", "street", "location_type",
+                                 "confidence", "auto", "unit", "review_reasons"}
+    only_bad = [_line(1, id="x", text="")]
+    assert [type(x) for x in score_lines(only_bad, dispatcher, _ctx(domain), NOW)] == [Rejected]

@@ -4,7 +4,6 @@ hostile input, determinism, hotspots."""
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -31,13 +30,7 @@ from processors.merge import (
     report_from_decision,
     similarity,
 )
-from processors.merge_batch import (
-    assign_cases,
-    decode_lines,
-    merge_batch,
-    parse_input,
-    parse_time,
-)
+from processors.merge_batch import assign_cases
 from schemas.domain import Domain
 from schemas.records import DispatchDecision
 
@@ -374,86 +367,7 @@ def test_extreme_years_survive_the_round_trip(index: CaseIndex) -> None:
         assert CaseState.from_json(json.loads(json.dumps(state.to_json()))) == state
 
 
-# ---- determinism and the batch path ---------------------------------------------------------
-def _batch_items() -> list[dict[str, object]]:
-    base = T0
-    return [
-        {"id": "p1", "text": PIPE_A, "time": base.isoformat(), "channel": "hotline_12345"},
-        {"id": "p2", "text": PIPE_B, "time": (base + timedelta(minutes=8)).isoformat()},
-        {"id": "p3", "text": "市南区香港中路20号水管爆裂", "time": "2025-11-05T00:20:00Z"},
-        {"id": "q1", "text": PIPE_OTHER_ROAD, "time": (base + timedelta(minutes=9)).isoformat()},
-        {"id": "l1", "text": "市南区香港中路18号门前路灯不亮", "time": base.isoformat()},
-        {"id": "x1", "text": "", "time": base.isoformat()},
-        {"id": "x2", "text": "😡😡", "time": None},
-        {"id": "x3", "text": PIPE_A * 4000, "time": "yesterday"},
-        {"text": PIPE_A, "time": "2025-11-05T08:01:00"},
-    ]
-
-
-def _stub_classify(texts: list[str]) -> list[str]:
-    return ["E02" if "路灯" in t else "E06" if "水" in t else "" for t in texts]
-
-
-@pytest.fixture(scope="module")
-def analyser(domain: Domain) -> object:
-    from processors.address import live_analyser
-
-    return live_analyser(domain)
-
-
-def test_batch_merges_in_input_order_and_any_input_order(
-    analyser: object, policy: MergePolicy
-) -> None:
-    items = _batch_items()
-    got = merge_batch(items, analyser, _stub_classify, policy)  # type: ignore[arg-type]
-    assert [i for i, _ in got] == ["p1", "p2", "p3", "q1", "l1", "x1", "x2", "x3", "line-9"]
-    cases = dict(got)
-    assert cases["p1"] == cases["p2"] == cases["p3"] == cases["line-9"]
-    assert len({cases["p1"], cases["q1"], cases["l1"], cases["x1"], cases["x2"], cases["x3"]}) == 6
-    assert cases["x2"] == "x2" and cases["x3"] == "x3"  # no usable time: their own cases
-    shuffled = items[:]
-    random.Random(7).shuffle(shuffled)
-    again = dict(merge_batch(shuffled, analyser, _stub_classify, policy))  # type: ignore[arg-type]
-    # The id-less line is named by its line number, which the shuffle changed.
-    assert {k: v for k, v in again.items() if not k.startswith("line-")} == {
-        k: v for k, v in cases.items() if not k.startswith("line-")
-    }
-
-
-def test_batch_without_a_classifier_merges_by_place_and_time(
-    analyser: object, policy: MergePolicy
-) -> None:
-    cases = dict(merge_batch(_batch_items()[:2], analyser, None, policy))  # type: ignore[arg-type]
-    assert cases == {"p1": "p1", "p2": "p1"}
-
-
-def test_batch_lines_that_are_not_reports_are_their_own_cases() -> None:
-    items = decode_lines(['{"id": 5, "text": "x"}', "not json", "", "[1, 2]", "null"])
-    assert len(items) == 4
-    assert [parse_input(item, n).id for n, item in enumerate(items, 1)] == [
-        "5", "line-2", "line-3", "line-4",
-    ]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2025-11-05T08:00:00+08:00", datetime(2025, 11, 5, 0, 0, tzinfo=UTC)),
-        ("2025-11-05T00:00:00Z", datetime(2025, 11, 5, 0, 0, tzinfo=UTC)),
-        ("2025-11-05 02:15:00+02:15", datetime(2025, 11, 5, 0, 0, tzinfo=UTC)),
-        ("2025-11-05T08:00:00", datetime(2025, 11, 5, 0, 0, tzinfo=UTC)),
-        ("2025-11-05", datetime(2025, 11, 4, 16, 0, tzinfo=UTC)),
-        ("0001-01-01T00:00:00+08:00", None),
-        ("tomorrow", None),
-        (1762300800, None),
-        (None, None),
-    ],
-)
-def test_parse_time(value: object, expected: datetime | None) -> None:
-    got = parse_time(value)
-    assert (got.astimezone(UTC) if got else None) == expected
-
-
+# ---- determinism ----------------------------------------------------------------------------
 def test_assignment_is_deterministic(domain: Domain, policy: MergePolicy) -> None:
     from models.simulator.bursts import burst_stream
     from processors.merge_eval import truth_reports
