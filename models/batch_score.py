@@ -23,18 +23,43 @@ from streams.batch import InputLine, Rejected
 
 SCORE_FIELDS = ("id", "text")
 APPEAL_CHANNELS = ("hotline_12345", "app", "wechat", "web", "letter", "other")
-# A grid inspector's report is a city event in the live pipeline; its text is read the
-# same way (the channel only travels along into the decision).
+# A grid inspector's report is a city event on the stream, with the place the inspector
+# established; an appeal may name its district and address. Optional on a line, as on the
+# wire.
 CHANNELS = (*APPEAL_CHANNELS, "grid_inspector")
-BATCH_TOPIC = "batch.appeals"
+EVENT_PLACE_FIELDS = ("district", "street", "road", "address", "location_type")
+APPEAL_PLACE_FIELDS = ("district", "address")
+APPEALS_TOPIC = "batch.appeals"
+EVENTS_TOPIC = "batch.events"
 
 
 def batch_context(ctx: IngestContext) -> IngestContext:
-    """The live ingest context, reading this command's lines as appeals (validation and
-    masking only: the dispatch stage's view)."""
+    """The live ingest context, reading this command's lines as appeals and city events
+    (validation and masking only: the dispatch stage's view)."""
     return dataclasses.replace(
-        ctx, kinds_by_topic={BATCH_TOPIC: "citizen_appeal"}, analyse_appeals=False
+        ctx,
+        kinds_by_topic={APPEALS_TOPIC: "citizen_appeal", EVENTS_TOPIC: "city_event"},
+        analyse_appeals=False,
     )
+
+
+def wire_of(line: InputLine, at: str) -> tuple[str, dict[str, Any]] | Rejected:
+    """(topic, the wire record the live agent would receive) for a line."""
+    record = line.record
+    channel = record.get("channel", "other")
+    if channel not in CHANNELS:
+        return Rejected(f"channel {channel!r} is not one of {list(CHANNELS)}")
+    # The caller's id may be anything; the record carries a safe internal one.
+    internal_id = f"line-{line.number}"
+    if channel == "grid_inspector":
+        event = {"kind": "city_event", "schema_version": 1, "event_id": internal_id,
+                 "source": channel, "reported_at": at, "description": record["text"]}
+        event |= {k: record[k] for k in EVENT_PLACE_FIELDS if k in record}
+        return EVENTS_TOPIC, event
+    appeal = {"kind": "citizen_appeal", "schema_version": 1, "appeal_id": internal_id,
+              "channel": channel, "received_at": at, "text": record["text"]}
+    appeal |= {k: record[k] for k in APPEAL_PLACE_FIELDS if k in record}
+    return APPEALS_TOPIC, appeal
 
 
 def read_line(
@@ -42,32 +67,24 @@ def read_line(
 ) -> DispatchRequest | Rejected:
     """The request the live agent would build for this line, or why it would not. The
     report's time is ``time_field`` (ISO 8601 with a UTC offset), ``now`` without it."""
-    record = line.record
-    channel = record.get("channel", "other")
-    if channel not in CHANNELS:
-        return Rejected(f"channel {channel!r} is not one of {list(CHANNELS)}")
-    reported = record.get(time_field)
+    reported = line.record.get(time_field)
     if reported is not None and not isinstance(reported, str):
         return Rejected(f"{time_field}: not a string (ISO 8601 with a UTC offset)")
-    wire = {
-        "kind": "citizen_appeal",
-        "schema_version": 1,
-        # The caller's id may be anything; the request carries a safe internal one.
-        "appeal_id": f"line-{line.number}",
-        "channel": channel if channel in APPEAL_CHANNELS else "other",
-        "received_at": reported or now.isoformat(),
-        "text": record["text"],
-    }
-    msg = SourceMessage(BATCH_TOPIC, 0, line.number, now, None, orjson.dumps(wire))
+    wired = wire_of(line, reported or now.isoformat())
+    if isinstance(wired, Rejected):
+        return wired
+    topic, wire = wired
+    msg = SourceMessage(topic, 0, line.number, now, None, orjson.dumps(wire))
     outcome = ingest(msg, ctx, now)
     if not isinstance(outcome, StoredRow):
-        # Ingest names the wire field; the caller knows the time by its own name.
-        return Rejected(outcome.reason.replace("received_at:", f"{time_field}:", 1))
+        # Ingest names the wire field; the caller knows it by the line's name.
+        field, sep, rest = outcome.reason.partition(":")
+        line_field = {"received_at": time_field, "reported_at": time_field,
+                      "description": "text"}.get(field) if sep else None
+        return Rejected(f"{line_field}:{rest}" if line_field else outcome.reason)
     request = request_from_row(outcome)
-    if request is None:  # ingest stored a report: cannot happen for an appeal
+    if request is None:  # ingest stored a report: cannot happen for these two kinds
         return Rejected("not a report")
-    if channel == "grid_inspector":
-        request = dataclasses.replace(request, input_kind="city_event", channel=channel)
     return request
 
 

@@ -4,11 +4,12 @@ markdown summary printed (and written beside it as ``.md``).
 
 Parts (``citystream eval --parts ...``):
 
-- ``masking``: ``processors.pii`` on the generated set with known personal data and decoys
-  (``processors.pii_testset``): recall and precision per type, decoys masked by mistake;
+- ``masking``: ``citystream mask`` over the generated set with known personal data and
+  decoys (``processors.pii_testset``): recall and precision per type, decoys masked by
+  mistake;
 - ``merge``: duplicate merging on simulated bursts (``processors.merge_eval``): pairwise
-  and B-cubed precision/recall with the simulator's truth and with our own address
-  analysis and classifier;
+  and B-cubed precision/recall with the simulator's truth, and of ``citystream merge``
+  over the shuffled reports (the live decision and case path);
 - ``similar``: similar past cases (``models.embedding.evaluate``): precision@5 and
   recall@5 of our ``case_embedder`` without and with filters; the Universal Sentence
   Encoder as well with ``--with-use`` (minutes: about 90 texts/s);
@@ -18,7 +19,11 @@ Parts (``citystream eval --parts ...``):
   never asserted.
 
 Everything is seeded; the same parameters give the same figures (the timings aside).
-The runners do I/O (models, chDB); the formatting below them is pure.
+Where a batch command exists, the part writes its test set to ``bench-results/eval-data/``
+(the command's input and a truth file), runs the command itself on it, and scores the
+command's output file: ``citystream eval-check PART --truth T --output O`` recomputes the
+figures from the files alone. The runners do I/O (models, chDB); the formatting below
+them is pure.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ from pathlib import Path
 from typing import Any
 
 PARTS = ("dispatch", "masking", "merge", "similar", "report")
+# Runs one ``citystream`` command line (the CLI's ``main``); returns its exit status.
+RunCommand = Callable[[Sequence[str]], int]
 ISSUE6_PARTS = PARTS[1:]
+DATA_DIR = "eval-data"  # under the output directory: the commands' input, truth, output
 
 
 # ---- parameters -----------------------------------------------------------------------------
@@ -270,8 +278,7 @@ def masking_markdown(doc: Mapping[str, Any]) -> str:
 MERGE_RUNS = (
     ("truth", "the simulator's true code and place (the merge logic alone)"),
     ("stated", "true code, district/street only where the text states them"),
-    ("analysis", "our address analysis and dispatch classifier, streamed as live"),
-    ("analysis_batch", "the same readings, batch assignment on shuffled input"),
+    ("command", "`citystream merge` on the shuffled reports: live dispatch and case logic"),
 )
 
 
@@ -289,7 +296,7 @@ def merge_markdown(doc: Mapping[str, Any]) -> str:
                 _f(run["pairwise"]["precision"]),
                 _f(run["pairwise"]["recall"]),
                 f"{_f(run['bcubed']['precision'])} / {_f(run['bcubed']['recall'])}",
-                _f(run["key_recall"]),
+                _f(run.get("key_recall")),
                 _f(run["whole_share"]),
             )
         )
@@ -310,13 +317,14 @@ def merge_markdown(doc: Mapping[str, Any]) -> str:
             rows,
         ),  # fmt: skip
     ]
-    analysis = runs.get("analysis")
-    if analysis is not None:
+    command = runs.get("command")
+    if command is not None:
+        files = command.get("files", {})
         lines += [
             "",
-            f"Classifier: {analysis.get('classifier')}; code accuracy "
-            f"{_f(analysis.get('code_accuracy'))}, district found "
-            f"{_f(analysis.get('district_found'))}.",
+            f"`{command.get('rejected', 0)}` reports rejected by the command. Reproduce: "
+            f"`citystream merge --input {files.get('input')} --output OUT` then "
+            f"`citystream eval-check merge --truth {files.get('truth')} --output OUT`.",
         ]
     lines += ["", _params_line(doc), ""]
     return "\n".join(lines)
@@ -401,22 +409,57 @@ def timings_markdown(timings: Sequence[tuple[str, float, str]]) -> str:
 
 
 # ---- runners (I/O) ---------------------------------------------------------------------------
-def run_masking(domain: Any, params: MaskingParams) -> dict[str, object]:
-    from processors.pii import find_pii
-    from processors.pii_testset import masking_report, pii_cases
+def run_masking(
+    domain: Any, params: MaskingParams, run_command: RunCommand, data_dir: Path
+) -> dict[str, object]:
+    """``citystream mask`` over the test set's texts, its spans checked against the truth."""
+    from processors.pii_testset import pii_cases, write_masking_set
 
-    cases = pii_cases(params.seed, params.cases, domain)
-    predictions = [find_pii(case.text) for case in cases]
-    by_text = {case.text: p for case, p in zip(cases, predictions, strict=True)}
-    report = masking_report(cases, lambda text: by_text.get(text) or find_pii(text))
-    report["decoys_masked"] = decoys_masked(cases, predictions)
+    source, truth = write_masking_set(pii_cases(params.seed, params.cases, domain), data_dir)
+    output = data_dir / "masking.masked.jsonl"
+    _command(run_command, ["mask", "--input", str(source), "--output", str(output)])
+    return {**check_masking(truth, output),
+            "files": {"input": str(source), "truth": str(truth), "output": str(output)}}
+
+
+def check_masking(truth: Path, output: Path) -> dict[str, object]:
+    """The masking figures of ``citystream mask``'s output against the truth file."""
+    from processors.pii_testset import masking_report, read_masking_truth
+
+    cases = read_masking_truth(truth)
+    found = read_mask_output(output)
+    predictions = [found.get(case_id, ()) for case_id, _ in cases]
+    by_text = {case.text: p for (_, case), p in zip(cases, predictions, strict=True)}
+    report = masking_report([case for _, case in cases], lambda text: by_text[text])
+    report["decoys_masked"] = decoys_masked([case for _, case in cases], predictions)
+    report["rejected"] = sum(case_id not in found for case_id, _ in cases)
     return report
 
 
-def run_merge(domain: Any, params: MergeParams) -> dict[str, object]:
+def read_mask_output(path: Path) -> dict[str, tuple[Any, ...]]:
+    from processors.pii import PiiSpan
+    from streams.batch import read_jsonl
+
+    return {item["id"]: tuple(PiiSpan(s["type"], s["start"], s["end"]) for s in item["spans"])
+            for item in read_jsonl(path)}
+
+
+def _command(run_command: RunCommand, argv: Sequence[str]) -> None:
+    status = run_command(argv)
+    if status != 0:
+        raise RuntimeError(f"citystream {' '.join(argv)} exited {status}")
+
+
+def run_merge(
+    domain: Any, params: MergeParams, run_command: RunCommand, data_dir: Path
+) -> dict[str, object]:
     from processors.merge_eval import run
 
-    return run(domain, params.seed, params.incidents, params.background, params.days)
+    def merge(source: Path, output: Path) -> int:
+        return run_command(["merge", "--input", str(source), "--output", str(output)])
+
+    return run(domain, params.seed, params.incidents, params.background, params.days,
+               merge_command=merge, data_dir=data_dir)
 
 
 def _log(line: str) -> None:
@@ -602,7 +645,9 @@ def run_report(settings: Any, domain: Any, params: ReportParams) -> dict[str, ob
     }
 
 
-def run_plan(plan: EvalPlan, settings: Any) -> list[tuple[str, float, str]]:
+def run_plan(
+    plan: EvalPlan, settings: Any, run_command: RunCommand
+) -> list[tuple[str, float, str]]:
     """Run the issue-6 parts of ``plan`` (dispatch is the CLI's own), write each result,
     print each summary; returns (part, seconds, path) for the closing table."""
     from schemas.domain import Domain
@@ -617,10 +662,10 @@ def run_plan(plan: EvalPlan, settings: Any) -> list[tuple[str, float, str]]:
         params: Mapping[str, object]
         if part == "masking":
             params = asdict(plan.masking)
-            results = run_masking(domain, plan.masking)
+            results = run_masking(domain, plan.masking, run_command, plan.out_dir / DATA_DIR)
         elif part == "merge":
             params = asdict(plan.merge)
-            results = run_merge(domain, plan.merge)
+            results = run_merge(domain, plan.merge, run_command, plan.out_dir / DATA_DIR)
         elif part == "similar":
             params = asdict(plan.similar)
             results = run_similar(plan.similar, settings.model_repository)

@@ -1,8 +1,8 @@
 """How well duplicate merging works, on simulated bursts (``models.simulator.bursts``).
 
-    python -m processors.merge_eval --seed 1
+    citystream eval --parts merge
 
-prints a JSON report with, per run, pairwise precision and recall (pairs of reports put in
+writes a JSON report with, per run, pairwise precision and recall (pairs of reports put in
 one case that belong to one incident / all pairs of one incident), B-cubed precision and
 recall, how many incidents ended whole in one case, and how often each kind of hard
 negative was merged with the incident it imitates. Runs:
@@ -11,31 +11,25 @@ negative was merged with the incident it imitates. Runs:
   street, the road and named place its address gives): the merge logic's upper bound;
 - ``stated``: the same, but district and street only where the text states them (what a
   perfect reader could know);
-- ``analysis``: address analysis (the live analyser; NER for the place where it found
-  none) and the dispatcher's code, streamed in arrival order through a JSON round trip
-  of the state, as the agent will run;
-- ``analysis_citywide_key``: the same, keyed by merge class only (no district in the key):
-  what reports without a district cost;
-- ``analysis_batch``: the same readings through ``assign_cases`` on shuffled input, as
-  ``citystream merge`` runs.
+- ``command``: ``citystream merge`` over the reports written to a file in shuffled
+  order (``write_merge_set``): each report decided as the live agent decides it (ingest,
+  address analysis, the trained dispatcher), merged by the case stage's own logic; its
+  output checked against the truth file by ``check_merge`` (``citystream eval-check
+  merge`` on any output). It needs trained models (``make train``).
 
 Each stream run also says how large one key's state grew (open cases, JSON bytes).
-
-Without trained models (``make train``) the classifier is a stub: the true code, with a
-share replaced by a lookalike or a random code (said in the report).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from models.simulator.bursts import BurstReport, burst_stream
 from processors.merge import (
@@ -46,17 +40,28 @@ from processors.merge import (
     MergeReport,
     follow,
 )
-from processors.merge_batch import (
-    BatchInput,
-    assign_cases,
-    batch_policy,
-    dispatcher_classifier,
-    read_reports,
-)
+from processors.merge_batch import batch_policy
 from schemas.domain import Domain
+from streams.batch import read_jsonl
 
-Classify = Callable[[list[str]], list[str]]
-STUB_ERROR = 0.03  # the stub's share of wrong codes, about the dispatcher's on simulated text
+# Runs ``citystream merge --input IN --output OUT``; 0 on success.
+MergeCommand = Callable[[Path, Path], int]
+DATA_DIR = Path("bench-results/eval-data")
+# The place fields an inspector's report carries on the wire (models.simulator.to_wire).
+_EVENT_PLACE = ("district", "street", "road")
+
+
+@dataclass(frozen=True, slots=True)
+class GoldReport:
+    """What the truth says of a report: its incident (None: alone) and the incident's kind."""
+
+    id: str
+    incident_id: str | None
+    kind: str
+
+
+def gold_of(stream: Sequence[BurstReport]) -> list[GoldReport]:
+    return [GoldReport(b.record.record_id, b.incident_id, b.kind) for b in stream]
 
 
 # ---- scoring -------------------------------------------------------------------------------
@@ -100,7 +105,7 @@ def clustering_scores(gold: Mapping[str, str], predicted: Mapping[str, str]) -> 
 
 
 def incident_scores(
-    stream: Sequence[BurstReport], predicted: Mapping[str, str]
+    stream: Sequence[GoldReport], predicted: Mapping[str, str]
 ) -> dict[str, object]:
     """Per incident of 2+ reports: whole (all its reports in one case), pure (that case
     holds nothing else), fragments; and how often a hard negative joined its incident's
@@ -109,7 +114,7 @@ def incident_scores(
     case_members: dict[str, list[str]] = defaultdict(list)
     gold: dict[str, str] = {}
     for b in stream:
-        rid = b.record.record_id
+        rid = b.id
         gold[rid] = b.incident_id or rid
         members[gold[rid]].append(rid)
         case_members[predicted[rid]].append(rid)
@@ -218,47 +223,6 @@ def stream_cases(
     return StreamRun(out, len(merged_into), len(table), most_cases, most_bytes)
 
 
-def stub_classifier(
-    stream: Sequence[BurstReport], seed: int, error: float = STUB_ERROR
-) -> Classify:
-    """The true code of each text, a share ``error`` replaced (half by a lookalike code of
-    the same merge group, half by any code)."""
-    truth = {b.record.text: b.record.code for b in stream}
-    codes = sorted({b.record.code for b in stream})
-    rng = random.Random(seed)
-    lookalike = {c: g for g in DEFAULT_GROUPS.values() for c in g}
-
-    def classify(texts: list[str]) -> list[str]:
-        out = []
-        for text in texts:
-            code = truth.get(text, "")
-            if code and rng.random() < error:
-                group = lookalike.get(code)
-                code = rng.choice(group) if group and rng.random() < 0.5 else rng.choice(codes)
-            out.append(code)
-        return out
-
-    return classify
-
-
-def real_classifier() -> tuple[Classify | None, str]:
-    """The dispatcher's code when trained models are there (``make train``)."""
-    from streams.settings import Settings
-
-    settings = Settings()
-    if not settings.dispatch_policy.is_file():
-        return None, f"no {settings.dispatch_policy}: run `make train`"
-    try:
-        from models.scoring import build_dispatcher
-        from processors.dispatch import PolicyError
-
-        dispatcher = build_dispatcher(settings)
-    except (PolicyError, OSError, RuntimeError, ValueError) as exc:
-        return None, f"dispatcher unavailable: {exc}"
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(dispatcher.policy.model_versions.items()))
-    return dispatcher_classifier(dispatcher), f"dispatcher ({versions})"
-
-
 def run(
     domain: Domain,
     seed: int,
@@ -266,7 +230,8 @@ def run(
     background: int,
     days: int,
     *,
-    analysis: bool = True,
+    merge_command: MergeCommand | None = None,
+    data_dir: Path = DATA_DIR,
     start: date = date(2025, 11, 3),
 ) -> dict[str, object]:
     policy = batch_policy(domain)
@@ -303,63 +268,62 @@ def run(
     for name, stated in (("truth", False), ("stated", True)):
         reports = truth_reports(stream, stated=stated)
         runs[name] = _score(stream, gold, reports, stream_cases(reports, index), index)
-    if analysis:
-        from processors.address import live_analyser
-
-        classify, how = real_classifier()
-        if classify is None:
-            how = f"stub: true code, {STUB_ERROR:.0%} replaced ({how})"
-            classify = stub_classifier(stream, seed)
-        analyser = live_analyser(domain)
+    if merge_command is not None:
+        source, truth = write_merge_set(stream, seed, data_dir)
+        output = data_dir / "merge.cases.jsonl"
         started = time.perf_counter()
-        inputs = [
-            BatchInput(b.record.record_id, b.record.text, b.record.reported_at, b.record.channel)
-            for b in stream
-        ]
-        reports = read_reports(inputs, analyser, classify, analyser.full)
-        read_s = time.perf_counter() - started
-        truth_codes = {b.record.record_id: b.record.code for b in stream}
-        code_accuracy = _ratio(
-            sum(r.code == truth_codes[r.report_id] for r in reports), len(reports)
-        )
-        result = _score(stream, gold, reports, stream_cases(reports, index), index)
-        result["classifier"] = how
-        result["code_accuracy"] = code_accuracy
-        result["district_found"] = _ratio(
-            sum(r.district is not None for r in reports), len(reports)
-        )
-        result["read_seconds"] = round(read_s, 1)
-        runs["analysis"] = result
-        # The same readings keyed by class only, citywide: what an unknown district costs.
-        citywide = CaseIndex(replace(policy, by_district=False))
-        runs["analysis_citywide_key"] = _score(
-            stream, gold, reports, stream_cases(reports, citywide), citywide
-        )
-        shuffled = list(range(len(reports)))
-        random.Random(seed).shuffle(shuffled)
-        batch_reports = [reports[i] for i in shuffled]
-        cases = dict(
-            zip(
-                (r.report_id for r in batch_reports),
-                assign_cases(batch_reports, policy),
-                strict=True,
-            )
-        )
-        runs["analysis_batch"] = _score(stream, gold, reports, cases, index)
+        status = merge_command(source, output)
+        if status != 0:
+            raise RuntimeError(f"citystream merge exited {status} on {source}")
+        runs["command"] = {**check_merge(truth, output),
+                           "seconds": round(time.perf_counter() - started, 1),
+                           "files": {"input": str(source), "truth": str(truth),
+                                     "output": str(output)}}
     report["runs"] = runs
     return report
 
 
-def _score(
-    stream: Sequence[BurstReport],
-    gold: Mapping[str, str],
-    reports: Sequence[MergeReport],
-    run: StreamRun | Mapping[str, str],
-    index: CaseIndex,
-) -> dict[str, object]:
-    cases = run.cases if isinstance(run, StreamRun) else run
+def write_merge_set(
+    stream: Sequence[BurstReport], seed: int, out_dir: Path
+) -> tuple[Path, Path]:
+    """``merge.jsonl`` (``citystream merge`` input, shuffled: the command must not depend
+    on the order) and ``merge.truth.jsonl`` (each report's incident and its kind)."""
+    from models.simulator import to_wire
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, truth = out_dir / "merge.jsonl", out_dir / "merge.truth.jsonl"
+    order = list(range(len(stream)))
+    random.Random(seed).shuffle(order)
+    with source.open("w", encoding="utf-8") as src, truth.open("w", encoding="utf-8") as tru:
+        for i in order:
+            record = stream[i].record
+            wire = to_wire(record)
+            line: dict[str, object] = {"id": record.record_id, "text": record.text,
+                                       "time": record.reported_at.isoformat(),
+                                       "channel": record.channel}
+            line |= {k: wire[k] for k in _EVENT_PLACE if k in wire}
+            src.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for gold in gold_of(stream):
+            tru.write(json.dumps({"id": gold.id, "incident": gold.incident_id,
+                                  "kind": gold.kind}, ensure_ascii=False) + "\n")
+    return source, truth
+
+
+def check_merge(truth: Path, output: Path) -> dict[str, object]:
+    """``citystream merge``'s output against the truth: clustering and incident scores. A
+    report without an output line (rejected) counts as its own case, and is counted."""
+    golds = [GoldReport(t["id"], t["incident"], t["kind"]) for t in read_jsonl(truth)]
+    cases = {o["id"]: o["case_id"] for o in read_jsonl(output)}
+    rejected = sum(g.id not in cases for g in golds)
+    predicted = {g.id: cases.get(g.id, g.id) for g in golds}
+    gold = {g.id: g.incident_id or g.id for g in golds}
+    return {**_cluster_figures(gold, predicted), "rejected": rejected,
+            **incident_scores(golds, predicted)}
+
+
+def _cluster_figures(gold: Mapping[str, str], cases: Mapping[str, str]) -> dict[str, object]:
     scores = clustering_scores(gold, cases)
-    out: dict[str, object] = {
+    return {
         "pairwise": {
             "precision": scores.pairwise_precision,
             "recall": scores.pairwise_recall,
@@ -371,8 +335,21 @@ def _score(
             "f1": scores.bcubed_f1,
         },
         "cases": len(set(cases.values())),
+    }
+
+
+def _score(
+    stream: Sequence[BurstReport],
+    gold: Mapping[str, str],
+    reports: Sequence[MergeReport],
+    run: StreamRun | Mapping[str, str],
+    index: CaseIndex,
+) -> dict[str, object]:
+    cases = run.cases if isinstance(run, StreamRun) else run
+    out: dict[str, object] = {
+        **_cluster_figures(gold, cases),
         "key_recall": key_recall(stream, {r.report_id: r for r in reports}, index),
-        **incident_scores(stream, cases),
+        **incident_scores(gold_of(stream), cases),
     }
     if isinstance(run, StreamRun):
         out["state"] = {
@@ -382,28 +359,3 @@ def _score(
             "case_merges": run.case_merges,
         }
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m processors.merge_eval", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--incidents", type=int, default=200)
-    parser.add_argument("--background", type=int, default=3000)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--no-analysis", action="store_true", help="truth runs only (no models)")
-    args = parser.parse_args(argv)
-    from streams.settings import Settings
-
-    domain = Domain.load(Settings().domain_file)
-    report = run(
-        domain, args.seed, args.incidents, args.background, args.days, analysis=not args.no_analysis
-    )
-    json.dump(report, sys.stdout, ensure_ascii=False, indent=1)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from processors.pii import PII_TYPES, PiiSpan, find_pii, fold, luhn_ok
 from schemas.domain import Domain
@@ -510,6 +511,34 @@ def _covered(text: str, span: PiiSpan, predicted: Sequence[PiiSpan], same_type: 
 
 def _overlaps(a: PiiSpan | Decoy, b: PiiSpan | Decoy) -> bool:
     return a.start < b.end and b.start < a.end
+
+
+def write_masking_set(cases: Sequence[PiiCase], out_dir: Path) -> tuple[Path, Path]:
+    """``masking.jsonl`` (``citystream mask`` input: ``{"id", "text"}``) and
+    ``masking.truth.jsonl`` (the text, its spans and its decoys)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, truth = out_dir / "masking.jsonl", out_dir / "masking.truth.jsonl"
+    with source.open("w", encoding="utf-8") as src, truth.open("w", encoding="utf-8") as tru:
+        for k, case in enumerate(cases):
+            case_id = f"pii-{k}"
+            src.write(json.dumps({"id": case_id, "text": case.text}, ensure_ascii=False) + "\n")
+            tru.write(json.dumps({
+                "id": case_id, "text": case.text,
+                "spans": [[s.type, s.start, s.end] for s in case.spans],
+                "decoys": [[d.kind, d.start, d.end] for d in case.decoys],
+            }, ensure_ascii=False) + "\n")
+    return source, truth
+
+
+def read_masking_truth(path: Path) -> list[tuple[str, PiiCase]]:
+    from streams.batch import read_jsonl
+
+    return [
+        (item["id"], PiiCase(item["text"],
+                             tuple(PiiSpan(t, a, b) for t, a, b in item["spans"]),
+                             tuple(Decoy(k, a, b) for k, a, b in item["decoys"])))
+        for item in read_jsonl(path)
+    ]
 
 
 def masking_report(

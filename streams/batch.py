@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 256
@@ -161,6 +162,15 @@ def run_batch(
     shown.update(summary.processed + summary.rejected, read, final=True)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON Lines file this project wrote (an eval's truth, a command's
+    output), one at a time; blank lines skipped."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
 
 
 def input_size(source: IO[bytes]) -> int | None:

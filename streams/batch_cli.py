@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from streams.batch import Process, Summary, run_batch
@@ -75,6 +77,26 @@ def model_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     })
 
 
+class _OpenedOnWrite(io.TextIOBase):
+    """The rejects file, created at the first reject (a clean run leaves none behind; a
+    stale one from an earlier run is removed, so what is there is this run's)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+        path.unlink(missing_ok=True)
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = self._path.open("w", encoding="utf-8")
+        return self._file.write(text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
 # The run over opened files: (source, sink, rejects) -> Summary.
 Driver = Callable[[IO[bytes], IO[str], IO[str]], Summary]
 
@@ -103,7 +125,7 @@ def run_driver_command(args: argparse.Namespace, command: str, driver: Driver) -
             sink = sys.stdout if args.output == "-" else files.enter_context(
                 open(args.output, "w", encoding="utf-8"))
             rejects = sys.stderr if rejects_path is None else files.enter_context(
-                open(rejects_path, "w", encoding="utf-8"))
+                _OpenedOnWrite(Path(rejects_path)))
             summary = driver(source, sink, rejects)
     except (BackendUnavailable, InferenceError, ModelMismatch) as exc:
         # The model server went away mid-run (--via triton has no fallback): what was

@@ -413,27 +413,64 @@ def _dispatcher(settings: Settings, triton: str | None) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from models.eval_suite import eval_plan, run_plan, timings_markdown
+    from models.eval_suite import DATA_DIR, eval_plan, run_plan, timings_markdown
 
     plan = eval_plan(args)
     timings: list[tuple[str, float, str]] = []
     if "dispatch" in plan.parts:
         from models.evaluate import evaluate, markdown
         from models.train import TrainingConfig
+        from processors.dispatch import DispatchPolicy, PolicyError
+        from schemas.domain import Domain
 
         started = time.perf_counter()
-        dispatcher = _dispatcher(settings, args.triton)
-        report = evaluate(dispatcher, TrainingConfig(records=args.records, seed=args.seed))
+        domain = Domain.load(settings.domain_file)
+        try:
+            policy = DispatchPolicy.load(settings.dispatch_policy, domain)
+        except PolicyError as exc:
+            raise SystemExit(f"citystream: {exc}") from exc
+        route = ["--via", "triton", "--triton-url", args.triton] if args.triton else []
         out = Path(args.output)
+
+        def score(source: Path, output: Path) -> int:
+            # The command itself, as an analyst would run it on these files.
+            return main(["score", "--input", str(source), "--output", str(output), *route])
+
+        report = evaluate(
+            score, domain, TrainingConfig(records=args.records, seed=args.seed),
+            plan.out_dir / DATA_DIR,
+            {"auto_threshold": policy.auto_threshold,
+             "target_accuracy": policy.target_accuracy,
+             "model_versions": policy.model_versions},
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
         out.with_suffix(".md").write_text(markdown(report))
         print(markdown(report))
         print(f"full report: {out}")
         timings.append(("dispatch", time.perf_counter() - started, str(out)))
-    timings += run_plan(plan, settings)
+    timings += run_plan(plan, settings, main)
     if len(timings) > 1:
         print(timings_markdown(timings))
+    return 0
+
+
+def cmd_eval_check(args: argparse.Namespace, settings: Settings) -> int:
+    """The figures of a batch command's output file against an eval truth file."""
+    truth, output = Path(args.truth), Path(args.output)
+    if args.part == "dispatch":
+        from models.evaluate import check
+
+        result = check(truth, output)
+    elif args.part == "masking":
+        from models.eval_suite import check_masking
+
+        result = check_masking(truth, output)
+    else:
+        from processors.merge_eval import check_merge
+
+        result = check_merge(truth, output)
+    print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0
 
 
@@ -595,6 +632,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(p)
 
+    p = sub.add_parser(
+        "eval-check",
+        help="score a batch command's output against a truth file `make eval` wrote",
+        description="Recompute an eval figure from files: e.g. `citystream merge --input "
+        "bench-results/eval-data/merge.jsonl --output out.jsonl` then `citystream "
+        "eval-check merge --truth bench-results/eval-data/merge.truth.jsonl --output "
+        "out.jsonl`.",
+    )
+    p.add_argument("part", choices=("dispatch", "masking", "merge"))
+    p.add_argument("--truth", required=True)
+    p.add_argument("--output", required=True, help="the command's output file")
+
     add_batch_command(
         sub, "mask", "mask personal data in texts, as ingest does before storing",
         [([{"id": "a1", "text": "我叫张三，电话13912345678"}],
@@ -669,6 +718,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "score": cmd_score,
+    "eval-check": cmd_eval_check,
 }
 
 

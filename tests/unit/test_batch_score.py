@@ -3,6 +3,7 @@ per line, in order."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,6 +37,12 @@ def test_a_line_becomes_the_request_the_live_agent_builds(domain):
     assert isinstance(req, DispatchRequest)
     assert (req.received_at, req.input_kind, req.channel) == (NOW, "city_event",
                                                               "grid_inspector")
+    # An inspector's report carries the place the inspector established, as on the wire.
+    req = read_line(_line(8, id="z", text="井盖丢了", channel="grid_inspector",
+                          district="市南区", street="八大关街道", road="香港中路"),
+                    _ctx(domain), NOW)
+    assert isinstance(req, DispatchRequest)
+    assert (req.district, req.street, req.road) == ("市南区", "八大关街道", "香港中路")
 
 
 def test_lines_ingest_refuses_are_rejected_with_its_reason(domain):
@@ -52,8 +59,10 @@ def test_lines_ingest_refuses_are_rejected_with_its_reason(domain):
         ({"channel": "fax"}, "channel 'fax'"),
         ({"reported_at": "yesterday"}, "reported_at:"),
         ({"reported_at": 5}, "reported_at: not a string"),
+        ({"channel": "grid_inspector", "text": ""}, "text: empty"),
+        ({"district": 7}, "district"),
     ):
-        out = read_line(_line(1, id="a", text="x", **record), _ctx(domain), NOW)
+        out = read_line(_line(1, **{"id": "a", "text": "x", **record}), _ctx(domain), NOW)
         assert isinstance(out, Rejected) and reason in out.reason, (record, out)
 
 
@@ -95,3 +104,28 @@ def test_outputs_stay_aligned_with_inputs_across_batches(domain):
                                  "confidence", "auto", "unit", "review_reasons"}
     only_bad = [_line(1, id="x", text="")]
     assert [type(x) for x in score_lines(only_bad, dispatcher, _ctx(domain), NOW)] == [Rejected]
+
+
+def test_the_dispatch_eval_files_and_their_check(tmp_path):
+    from models.evaluate import Case, check, handwritten_lines, write_set
+
+    pairs = list(handwritten_lines())[:6]
+    source, truth = write_set(tmp_path, "hand", pairs)
+    lines = [json.loads(x) for x in source.read_text().splitlines()]
+    assert [x["id"] for x in lines] == [c.id for _, c in pairs]
+    assert all({"id", "text", "channel", "reported_at"} <= set(x) for x in lines)
+    labelled = [c for _, c in pairs if c.unit is not None]
+
+    def scored(case: Case, unit: str | None, auto: bool) -> str:
+        return json.dumps({"id": case.id, "code": case.code or "A01", "unit": unit,
+                           "auto": auto, "confidence": 0.9, "review_reasons": []},
+                          ensure_ascii=False) + "\n"
+
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(scored(c, c.unit, True) for _, c in pairs))
+    perfect = check(truth, out)
+    assert (perfect["unit_accuracy"], perfect["auto_rate"], perfect["rejected"]) == (1.0, 1.0, 0)
+    out.write_text("".join(scored(c, "别的单位", True) for c in labelled[1:]))
+    wrong = check(truth, out)
+    assert wrong["unit_accuracy"] == 0.0 and wrong["rejected"] == len(pairs) - len(labelled) + 1
+    assert len(wrong["misses"]) == len(labelled)

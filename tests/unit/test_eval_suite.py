@@ -171,18 +171,47 @@ def _run(p: float, r: float) -> dict[str, Any]:
 
 
 def test_merge_markdown_lists_known_runs_in_order() -> None:
-    runs = {"analysis": {**_run(0.946, 0.619), "classifier": "stub", "code_accuracy": 0.97,
-                         "district_found": 0.8},
-            "truth": _run(0.967, 0.912), "analysis_citywide_key": _run(0.1, 0.1)}  # fmt: skip
+    command = {**_run(0.928, 0.62), "rejected": 0,
+               "files": {"input": "d/merge.jsonl", "truth": "d/merge.truth.jsonl"}}
+    del command["key_recall"]  # the command's run has no key readings to check
+    runs = {"command": command, "truth": _run(0.967, 0.912),
+            "analysis_citywide_key": _run(0.1, 0.1)}  # fmt: skip
     doc = envelope(
         "merge", {"seed": 1},
         {"stream": {"reports": 4474, "incidents": 200, "days": 14}, "runs": runs}, 16.0,
     )  # fmt: skip
     md = merge_markdown(doc)
-    assert md.index("`truth`") < md.index("`analysis`")
+    assert md.index("`truth`") < md.index("`command`")
     assert "| 0.967 | 0.912 | 0.980 / 0.900 | 0.870 | 0.500 |" in md
+    assert "| 0.928 | 0.620 | 0.980 / 0.900 | – | 0.500 |" in md
     assert "citywide" not in md
-    assert "Classifier: stub; code accuracy 0.970, district found 0.800." in md
+    assert ("`citystream merge --input d/merge.jsonl --output OUT` then `citystream "
+            "eval-check merge --truth d/merge.truth.jsonl --output OUT`") in md
+
+
+def test_masking_files_round_trip_and_check(domain, tmp_path) -> None:
+    from models.eval_suite import check_masking
+    from processors.pii import find_pii
+    from processors.pii_testset import pii_cases, read_masking_truth, write_masking_set
+
+    cases = pii_cases(3, 30, domain)
+    source, truth = write_masking_set(cases, tmp_path)
+    assert [c for _, c in read_masking_truth(truth)] == cases
+    inputs = [json.loads(x) for x in source.read_text().splitlines()]
+    assert [set(x) for x in inputs] == [{"id", "text"}] * 30
+
+    def output(spans_of) -> Path:
+        out = tmp_path / "out.jsonl"
+        out.write_text("".join(json.dumps({"id": x["id"], "spans": [
+            {"type": s.type, "start": s.start, "end": s.end} for s in spans_of(x["text"])]},
+            ensure_ascii=False) + "\n" for x in inputs[:-1]))  # the last one: rejected
+        return out
+
+    right = check_masking(truth, output(find_pii))
+    assert right["rejected"] == 1
+    nothing = check_masking(truth, output(lambda text: ()))
+    assert nothing["overall"]["recall"] == 0.0  # type: ignore[index]
+    assert right["overall"]["recall"] > 0.9  # type: ignore[index]
 
 
 def test_similar_markdown_one_column_per_embedder() -> None:

@@ -442,7 +442,7 @@ def test_clustering_scores_known_answer() -> None:
 def test_evaluation_on_a_small_stream(domain: Domain) -> None:
     from processors.merge_eval import run as evaluate
 
-    report = evaluate(domain, 2, 40, 400, 4, analysis=False)
+    report = evaluate(domain, 2, 40, 400, 4)
     truth = report["runs"]["truth"]  # type: ignore[index]
     assert truth["pairwise"]["precision"] >= 0.93 and truth["pairwise"]["recall"] >= 0.85
     assert truth["key_recall"] == 1.0
@@ -451,13 +451,28 @@ def test_evaluation_on_a_small_stream(domain: Domain) -> None:
     assert json.loads(json.dumps(report, ensure_ascii=False)) == report
 
 
-def test_stub_classifier_is_seeded(domain: Domain) -> None:
+def test_the_merge_files_and_their_check(domain: Domain, tmp_path) -> None:
     from models.simulator.bursts import burst_stream
-    from processors.merge_eval import stub_classifier
+    from processors.merge_eval import check_merge, write_merge_set
 
     stream = burst_stream(domain, 5, 10, 100, days=2)
-    texts = [b.record.text for b in stream]
-    first = stub_classifier(stream, 1)(texts)
-    assert stub_classifier(stream, 1)(texts) == first
-    right = sum(c == b.record.code for c, b in zip(first, stream, strict=True))
-    assert right / len(stream) > 0.9
+    source, truth = write_merge_set(stream, 5, tmp_path)
+    lines = [json.loads(x) for x in source.read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(b.record.record_id for b in stream)
+    assert [x["id"] for x in lines] != [b.record.record_id for b in stream]  # shuffled
+    assert all(set(x) >= {"id", "text", "time", "channel"} for x in lines)
+    gold = {b.record.record_id: b.incident_id or b.record.record_id for b in stream}
+
+    def check(cases: dict[str, str]) -> dict:
+        out = tmp_path / "out.jsonl"
+        out.write_text("".join(json.dumps({"id": k, "case_id": v}) + "\n"
+                               for k, v in cases.items()))
+        return check_merge(truth, out)
+
+    perfect = check(gold)
+    assert perfect["pairwise"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert perfect["whole_share"] == 1.0 and perfect["rejected"] == 0
+    alone = check({k: k for k in gold})
+    assert alone["pairwise"]["recall"] == 0.0 and alone["whole_share"] == 0.0
+    dropped = dict(list(gold.items())[1:])
+    assert check(dropped)["rejected"] == 1
