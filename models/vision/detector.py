@@ -1,0 +1,172 @@
+"""The pretrained detector at work: images in, detections per image out, the model run
+in-process by onnxruntime or served by Triton, through the backends every model of ours
+uses (``models.inference``: onnxruntime, Triton over gRPC or HTTP, Triton with onnxruntime
+as fallback).
+
+    place_in_repository()                      # models/build/repository/nanodet/
+    detector = build_detector(Settings())      # Triton first when CITYSTREAM_TRITON_URL is set
+    detector.check()                           # the served model is the one we converted
+    per_image = detector.detect([frame_a, frame_b, ...])
+
+Frames of several cameras go in one call as one batch (up to ``MAX_BATCH``); Triton's
+dynamic batcher also merges concurrent calls (``SERVING``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from models.export import ModelInfo, TensorSpec, read_model_info
+from models.inference import FallbackBackend, InferenceBackend, OnnxRuntimeBackend, TritonBackend
+from models.repository import (
+    ServingOptions,
+    build_config,
+    render_config,
+    write_model_repository,
+)
+from models.vision import nanodet
+from models.vision.convert import MODEL_NAME, MODEL_VERSION, Paths, sha256_file
+from streams.settings import Settings
+
+MAX_BATCH = 16
+SERVING = ServingOptions(
+    max_batch_size=MAX_BATCH,
+    preferred_batch_sizes=(4, 8, 16),
+    # A frame takes 30-60 ms on a CPU core: waiting 5 ms for other cameras' frames is
+    # cheap against that and fills batches.
+    max_queue_delay_us=5000,
+)
+# A batch of 16 takes about half a second on this 2-core CPU; the text models' 0.5 s
+# Triton timeout would fail every full batch.
+TRITON_TIMEOUT_S = 10.0
+
+
+def expected_model() -> ModelInfo:
+    """What the served model must be: our conversion's name, version and tensors."""
+    side = nanodet.grid_side
+    outputs = []
+    for stride in nanodet.STRIDES:
+        cells = side(stride) ** 2
+        outputs.append(
+            TensorSpec(nanodet.scores_output(stride), "FP32", (cells, nanodet.NUM_CLASSES))
+        )
+        outputs.append(
+            TensorSpec(
+                nanodet.bins_output(stride), "FP32", (cells, nanodet.EDGES * nanodet.REG_BINS)
+            )
+        )
+    size = nanodet.INPUT_SIZE
+    return ModelInfo(
+        name=MODEL_NAME,
+        version=MODEL_VERSION,
+        labels=(),
+        sequence_length=0,
+        inputs=(TensorSpec(nanodet.INPUT_NAME, "FP32", (3, size, size)),),
+        outputs=tuple(outputs),
+    )
+
+
+def place_in_repository(repository: Path | None = None, model_file: Path | None = None) -> Path:
+    """Put the converted model into a Triton model repository (``config.pbtxt`` for the
+    onnxruntime backend with dynamic batching, ``configs/gpu.pbtxt``, ``configs/local.pbtxt``);
+    returns the model's directory. Other models in the repository are left alone."""
+    repository = repository or Settings().model_repository
+    model_file = model_file or Paths().model
+    if not model_file.is_file():
+        raise FileNotFoundError(f"no converted model at {model_file}: run `make models`")
+    return write_model_repository(repository, [model_file], SERVING)[0]
+
+
+def is_placed(repository: Path, model_file: Path) -> bool:
+    """True when the repository already serves this file with this module's config."""
+    model_dir = repository / MODEL_NAME
+    config = render_config(build_config(read_model_info(model_file), "cpu", SERVING))
+    try:
+        current = (model_dir / "config.pbtxt").read_text()
+    except OSError:
+        return False
+    return current == config and sha256_file(model_dir / "1" / "model.onnx") == sha256_file(
+        model_file
+    )
+
+
+class Detector:
+    """NanoDet over any inference backend: a list of BGR images in, a list of detections
+    per image out (same order). Larger lists go in batches of ``max_batch``."""
+
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        *,
+        max_batch: int = MAX_BATCH,
+        score_threshold: float = nanodet.SCORE_THRESHOLD,
+        iou_threshold: float = nanodet.IOU_THRESHOLD,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, got {max_batch}")
+        self.backend = backend
+        self.max_batch = max_batch
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def check(self) -> None:
+        """Raise ``ModelMismatch`` unless the backend holds our converted model."""
+        self.backend.check_model(expected_model())
+
+    def raw_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs for a preprocessed batch [N, 3, 416, 416]."""
+        return self.backend.infer(MODEL_NAME, {nanodet.INPUT_NAME: batch})
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[nanodet.Detection]]:
+        results: list[list[nanodet.Detection]] = []
+        for start in range(0, len(images), self.max_batch):
+            batch, placements = nanodet.preprocess_batch(images[start : start + self.max_batch])
+            results += nanodet.decode_batch(
+                self.raw_outputs(batch),
+                placements,
+                score_threshold=self.score_threshold,
+                iou_threshold=self.iou_threshold,
+            )
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def in_process_detector(repository: Path, intra_op_threads: int = 1) -> Detector:
+    """onnxruntime in this process over ``<repository>/nanodet/1/model.onnx``."""
+    return Detector(OnnxRuntimeBackend(repository, intra_op_threads=intra_op_threads))
+
+
+def triton_detector(url: str, protocol: str = "grpc", retries: int = 1) -> Detector:
+    """A Triton server's ``nanodet`` (gRPC by default)."""
+    return Detector(_triton(url, protocol, retries))
+
+
+def _triton(url: str, protocol: str, retries: int) -> TritonBackend:
+    return TritonBackend(
+        url, protocol=protocol, timeout_s=TRITON_TIMEOUT_S, retries=retries,
+        max_batch_size=MAX_BATCH,
+    )  # fmt: skip
+
+
+def build_detector(settings: Settings, intra_op_threads: int = 1) -> Detector:
+    """As ``models.scoring.build_backend`` serves the text models: in-process without a
+    Triton URL, else Triton, with the in-process model as fallback unless disabled. Its
+    own backends, since images need a longer timeout and a batch limit of 16."""
+    local = OnnxRuntimeBackend(
+        settings.model_repository,
+        providers=settings.onnx_providers,
+        intra_op_threads=intra_op_threads,
+    )
+    if not settings.triton_url:
+        return Detector(local)
+    triton = _triton(settings.triton_url, settings.triton_protocol, settings.triton_retries)
+    return Detector(FallbackBackend(triton, local) if settings.triton_fallback else triton)
