@@ -117,10 +117,11 @@ test-integration: setup system-deps ## integration tests only (starts Kafka and 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process; storage (bench-results/)
+bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process; storage; batch tools (bench-results/)
 	$(CITYSTREAM) bench --events $(BENCH_EVENTS) --output bench-results/ingest.json
 	$(CITYSTREAM) bench-dispatch --events $(DISPATCH_BENCH_EVENTS) --rate $(DISPATCH_BENCH_RATE) --output bench-results/dispatch.json
 	$(CITYSTREAM) bench-storage --output bench-results/storage.json
+	$(CITYSTREAM) bench-batch --output bench-results/batch.json
 
 clean: stop ## stop everything and delete local data (var/); keeps the Kafka download
 	rm -rf var

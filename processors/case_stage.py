@@ -71,6 +71,26 @@ def read_decision(msg: DecisionMessage) -> DispatchDecision | None:
     return record if isinstance(record, DispatchDecision) else None
 
 
+def group_consumer(
+    group: str, session_timeout_s: float, options: dict[str, Any], *topics: str, **extra: Any
+) -> Any:
+    """A consumer in ``group`` the way every stage of ours runs one: offsets committed by
+    the stage after its outputs are durable, from the earliest offset for a new group,
+    heartbeats at a tenth of the session timeout."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        *topics,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(session_timeout_s * 1000),
+        heartbeat_interval_ms=int(session_timeout_s * 100),
+        **extra,
+        **options,
+    )
+
+
 async def commit_fetched(consumer: Any, fetched: dict[Any, list[Any]], what: str) -> None:
     """Commit exactly what ``getmany`` gave. A rebalance meanwhile fails the commit: the
     partitions' new owner takes those messages again, and the tables absorb the repeat."""
@@ -108,7 +128,7 @@ def link_messages(
     return linker.link_all((d for _, d in read_decisions(messages)), now)
 
 
-async def _read_range(reader: Any, ranges: dict[Any, tuple[int, int]]) -> list[DecisionMessage]:
+async def read_range(reader: Any, ranges: dict[Any, tuple[int, int]]) -> list[DecisionMessage]:
     """The messages at offsets [start, end) of each partition, by a group-less consumer."""
     wanted = {tp: r for tp, r in ranges.items() if r[0] < r[1]}
     if not wanted:
@@ -133,7 +153,7 @@ async def _read_range(reader: Any, ranges: dict[Any, tuple[int, int]]) -> list[D
     return out
 
 
-async def _offsets_for_times(reader: Any, since: dict[Any, int]) -> dict[Any, int]:
+async def offsets_for_times(reader: Any, since: dict[Any, int]) -> dict[Any, int]:
     found = await reader.offsets_for_times(since)
     ends = await reader.end_offsets(list(since))
     # No message at or after the time: nothing of the window is left before the end.
@@ -188,15 +208,15 @@ async def rebuild(
     try:
         # The broker time of each partition's last linked decision; the rebuild reads the
         # window before it (a stage that was down for a day still finds the open cases).
-        last = await _read_range(reader, {tp: (c - 1, c) for tp, c in committed.items()})
+        last = await read_range(reader, {tp: (c - 1, c) for tp, c in committed.items()})
         times = {(m.topic, m.partition): m.timestamp_ms for m in last}
         window_ms = int(window.total_seconds() * 1000)
         since = {
             tp: max(times.get((tp.topic, tp.partition), 0) - window_ms, 0) for tp in committed
         }
-        offsets = await _offsets_for_times(reader, since)
+        offsets = await offsets_for_times(reader, since)
         ranges = {tp: (offsets.get(tp, c), c) for tp, c in committed.items()}
-        messages = link_order(await _read_range(reader, ranges))
+        messages = link_order(await read_range(reader, ranges))
     finally:
         await reader.stop()
     now = datetime.now(UTC)
@@ -243,19 +263,12 @@ async def run_case_stage(
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
-    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka import ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
     window = lookback(linker.index.policy)
-    consumer = AIOKafkaConsumer(
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        partition_assignment_strategy=(RangePartitionAssignor,),
-        session_timeout_ms=int(session_timeout_s * 1000),
-        heartbeat_interval_ms=int(session_timeout_s * 100),
-        **options,
-    )
+    consumer = group_consumer(group, session_timeout_s, options,
+                              partition_assignment_strategy=(RangePartitionAssignor,))
 
     # aiokafka fetches for a new assignment while the listener still runs: the loop waits
     # for the rebuild before linking, and skips what the rebuild already fed the linker.

@@ -25,6 +25,7 @@ from schemas.records import (
     CaseLink,
     CitizenAppeal,
     CityEvent,
+    DetectedFrame,
     DispatchDecision,
     DispatchFeedback,
     HotspotAlert,
@@ -38,7 +39,9 @@ from streams.codecs import decode_json
 PROCESSOR = "ingest"
 # Latency steps of a decision, each stored in its own column (``<step>_ms``).
 DECISION_STEPS = ("queue", "address", "features", "inference", "decide", "total")
-StoredRecord = InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert
+StoredRecord = (
+    InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert | DetectedFrame
+)
 
 # Control and zero-width characters carry no meaning in a report and break tokenisers;
 # newlines and tabs are kept (folded below).
@@ -228,6 +231,11 @@ def _city_event_row(
         **_kafka_columns(msg),
     }
     row["pii_types"] = sorted({span.type for span in description.spans})
+    # A camera's evidence (migration 0008 added these columns after pii_types).
+    row["camera_id"] = rec.camera_id or ""
+    row["detected_class"] = rec.detected_class or ""
+    row["confidence"] = rec.confidence
+    row["snapshot_uri"] = rec.snapshot_uri or ""
     return StoredRow("city_events_log", rec.event_id, row)
 
 
@@ -450,6 +458,31 @@ def _hotspot_row(rec: HotspotAlert, msg: SourceMessage) -> StoredRow:
     return StoredRow("hotspots_log", rec.hotspot_id, row)
 
 
+def _frame_detections_row(rec: DetectedFrame, msg: SourceMessage) -> StoredRow:
+    found = rec.detections
+    row = {
+        "frame_id": rec.frame_id,
+        "camera_id": rec.camera_id,
+        "seq": rec.seq,
+        "captured_at": utc_naive(rec.captured_at),
+        "captured_at_ms": int(rec.captured_at.timestamp() * 1000),
+        "processed_at": utc_naive(rec.processed_at),
+        "width": rec.width,
+        "height": rec.height,
+        "model": rec.model,
+        "snapshot_uri": rec.snapshot_uri or "",
+        "latency_ms": rec.latency_ms,
+        "class_name": [d.class_name for d in found],
+        "code": [d.code or "" for d in found],
+        "score": [d.score for d in found],
+        "track_id": [d.track_id or "" for d in found],
+        # Parallel arrays, one per edge: the view ARRAY JOINs them into rows.
+        **{edge: [d.box[i] for d in found] for i, edge in enumerate(("x1", "y1", "x2", "y2"))},
+        **_kafka_columns(msg),
+    }
+    return StoredRow("frame_detections_log", rec.frame_id, row)
+
+
 def _to_row(
     rec: StoredRecord, msg: SourceMessage, ctx: IngestContext, received_at: datetime
 ) -> StoredRow:
@@ -457,6 +490,8 @@ def _to_row(
         return _case_link_row(rec, msg)
     if isinstance(rec, HotspotAlert):
         return _hotspot_row(rec, msg)
+    if isinstance(rec, DetectedFrame):
+        return _frame_detections_row(rec, msg)
     if isinstance(rec, DispatchDecision):
         return _decision_row(rec, msg)
     if isinstance(rec, DispatchFeedback):
@@ -468,11 +503,43 @@ def _to_row(
     return _frame_row(rec, msg, ctx, received_at)
 
 
+def stored_dead_letter(msg: SourceMessage) -> StoredRow:
+    """A dead letter another stage published (the vision stage has no warehouse of its
+    own), as its row; rows key on the source message, so the worker's own letters, stored
+    when they were made, are not stored twice. Never a dead letter itself (that would
+    loop): an unreadable one is stored as a letter about its own offset, with the reason."""
+    import base64
+
+    try:
+        wire = decode_json(msg.value, 16 * 1024 * 1024)
+        letter = DeadLetter(
+            source_topic=str(wire["source_topic"]),
+            source_partition=int(wire["source_partition"]),
+            source_offset=int(wire["source_offset"]),
+            error_kind=ErrorKind(wire["error_kind"]),
+            reason=str(wire["reason"]),
+            original=base64.b64decode(wire["original_b64"], validate=True),
+            key=base64.b64decode(wire["key_b64"], validate=True) if wire.get("key_b64") else None,
+            failed_at=datetime.fromisoformat(str(wire["failed_at"])),
+            processor=str(wire["processor"]),
+        )
+        if letter.failed_at.tzinfo is None:
+            raise ValueError("failed_at has no UTC offset")
+    except (RecordError, KeyError, TypeError, ValueError) as exc:
+        letter = DeadLetter(msg.topic, msg.partition, msg.offset, ErrorKind.INVALID_FIELD,
+                            f"an unreadable dead letter: {exc}", msg.value or b"", msg.key,
+                            msg.timestamp, PROCESSOR)
+    return StoredRow(DEAD_LETTERS_TABLE, f"{letter.source_topic}/{letter.source_offset}",
+                     dead_letter_row(letter))
+
+
 def ingest(msg: SourceMessage, ctx: IngestContext, received_at: datetime) -> StoredRow | DeadLetter:
     """Process one message. Never raises for bad input: a bad message is a ``DeadLetter``."""
+    expected = ctx.kinds_by_topic.get(msg.topic)
+    if expected == "dead_letter":
+        return stored_dead_letter(msg)
     try:
         obj = decode_json(msg.value, ctx.max_message_bytes)
-        expected = ctx.kinds_by_topic.get(msg.topic)
         # The topic check first: a record on the wrong topic is a routing bug upstream,
         # whatever else may be wrong with it.
         kind = obj.get("kind") if isinstance(obj, dict) else None

@@ -18,9 +18,10 @@ float64, and both sum the products left to right (ClickHouse's arraySum, numpy's
 Ties are broken by case_id ascending in both, so the top k is the same list.
 
 Tables (migration 0006 owns them): rows are written to ``case_embeddings_log`` (a
-ReplacingMergeTree keyed by the report, ``embedding_row`` builds a row from a dispatch
-decision) and read from the view ``case_embeddings`` (``FINAL``: one row per report, its
-latest decision's). The search needs of it::
+ReplacingMergeTree keyed by the report; ``case_embedding_row`` builds a row,
+``embedding_row`` the row of a dispatch decision) and read from the view
+``case_embeddings`` (``FINAL``: one row per report, its latest decision's). The search
+needs of it::
 
     case_embeddings (case_id String, input_id String, code String, event_name String,
                      district String, unit String, reported_at DateTime,
@@ -43,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.records import RECORD_ID_PATTERN, DispatchDecision, utc_naive
+from schemas.records import RECORD_ID_PATTERN, DispatchDecision
 
 CODE_RE = re.compile(r"^[A-Z][0-9]{2}\Z")  # \Z: "$" would let a trailing newline in
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
@@ -269,6 +270,58 @@ def rank_in_memory(
 # ------------------------------------------------------------------- stored past cases
 
 
+@dataclass(frozen=True, slots=True)
+class CaseFacts:
+    """What a ``case_embeddings_log`` row says of a report besides its vector: what the
+    search filters on and what the board shows. Times may be aware or naive UTC."""
+
+    case_id: str
+    input_id: str
+    input_kind: str
+    code: str
+    event_name: str
+    district: str
+    street: str
+    unit: str
+    auto: bool
+    text: str  # masked, as everything stored
+    reported_at: datetime
+    decided_at: datetime
+
+
+def case_embedding_row(
+    facts: CaseFacts,
+    vector: Sequence[float] | np.ndarray,
+    model_version: str,
+) -> dict[str, Any]:
+    """The ``case_embeddings_log`` row of ``facts`` with the embedder's vector (finite;
+    stored as float32) and its version."""
+    if not model_version:
+        raise ValueError("model_version must name the embedder version that made the vector")
+    embedding = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if embedding.size == 0 or not np.isfinite(embedding).all():
+        raise ValueError(f"embedding must be a non-empty finite vector, got {embedding.shape}")
+    decided_at = _utc(facts.decided_at)
+    return {
+        "case_id": facts.case_id,
+        "input_id": facts.input_id,
+        "input_kind": facts.input_kind,
+        "code": facts.code,
+        "event_name": facts.event_name,
+        "district": facts.district,
+        "street": facts.street,
+        "unit": facts.unit,
+        "auto": int(facts.auto),
+        "text": facts.text,
+        "reported_at": _utc(facts.reported_at),
+        "decided_at": decided_at,
+        # The ReplacingMergeTree's version: a later decision of the report wins.
+        "decided_at_ms": int(decided_at.replace(tzinfo=UTC).timestamp() * 1000),
+        "embedding": [float(x) for x in embedding],
+        "model_version": model_version,
+    }
+
+
 def embedding_row(
     decision: DispatchDecision,
     vector: Sequence[float] | np.ndarray,
@@ -278,32 +331,23 @@ def embedding_row(
 ) -> dict[str, Any]:
     """The ``case_embeddings_log`` row of a decided report: the decision's facts (its text
     is masked already), the report's time (``received_at``: the source's report time, for
-    events and appeals alike), the embedder's vector (finite; stored as float32) and its
-    version. ``case_id`` is the report's case when merging has linked it, else the
-    report's own id."""
-    if not model_version:
-        raise ValueError("model_version must name the embedder version that made the vector")
-    embedding = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if embedding.size == 0 or not np.isfinite(embedding).all():
-        raise ValueError(f"embedding must be a non-empty finite vector, got {embedding.shape}")
-    return {
-        "case_id": case_id or decision.input_id,
-        "input_id": decision.input_id,
-        "input_kind": decision.input_kind,
-        "code": decision.code,
-        "event_name": decision.event_name,
-        "district": decision.district or "",
-        "street": decision.street or "",
-        "unit": decision.unit or "",
-        "auto": int(decision.auto),
-        "text": decision.text,
-        "reported_at": utc_naive(decision.received_at),
-        "decided_at": utc_naive(decision.decided_at),
-        # The ReplacingMergeTree's version: a later decision of the report wins.
-        "decided_at_ms": int(decision.decided_at.timestamp() * 1000),
-        "embedding": [float(x) for x in embedding],
-        "model_version": model_version,
-    }
+    events and appeals alike), the embedder's vector and its version. ``case_id`` is the
+    report's case when merging has linked it, else the report's own id."""
+    facts = CaseFacts(
+        case_id=case_id or decision.input_id,
+        input_id=decision.input_id,
+        input_kind=decision.input_kind,
+        code=decision.code,
+        event_name=decision.event_name,
+        district=decision.district or "",
+        street=decision.street or "",
+        unit=decision.unit or "",
+        auto=decision.auto,
+        text=decision.text,
+        reported_at=decision.received_at,
+        decided_at=decision.decided_at,
+    )
+    return case_embedding_row(facts, vector, model_version)
 
 
 def decision_filters(

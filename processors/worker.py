@@ -247,18 +247,13 @@ async def run_decision_store(
     """Decisions into ClickHouse through a plain consumer (the sink's bulk path, as in
     quix-streams): take what arrived, make it durable, then commit exactly those offsets.
     A crash between the two repeats the batch; the table keeps one row per report."""
-    from aiokafka import AIOKafkaConsumer
+    from processors.case_stage import commit_fetched, group_consumer
 
-    from processors.case_stage import commit_fetched
-
-    consumer = AIOKafkaConsumer(
+    consumer = group_consumer(
+        decisions_group(settings), settings.kafka_session_timeout_s, aiokafka_options(settings),
         *(settings.topic(s.name) for s in DECISION_STORE_TOPICS),
-        group_id=decisions_group(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-        heartbeat_interval_ms=int(settings.kafka_session_timeout_s * 100),
-        **aiokafka_options(settings),
+        # Dead letters can carry a whole camera frame.
+        max_partition_fetch_bytes=DEAD_LETTERS.max_message_bytes + 64 * 1024,
     )
     try:
         await consumer.start()

@@ -15,6 +15,16 @@ _KAFKA = {
     "kafka_partition": "its partition",
     "kafka_offset": "its offset (with topic and partition: where to replay it from)",
 }
+_DETECTION = {
+    "class_name": "what the detector saw (COCO class such as person, car; or a city class)",
+    "code": "the event code the class means, if any (empty otherwise)",
+    "score": "the detector's score, 0–1",
+    "track_id": "camera/track: the same object across frames (empty: not yet confirmed)",
+    "x1": "box left edge, pixels of the original frame",
+    "y1": "box top edge",
+    "x2": "box right edge",
+    "y2": "box bottom edge",
+}
 _INGEST = {
     "ingested_at": "when the worker took the record (UTC)",
     "ingest_latency_ms": "broker accepting the message -> the worker taking it",
@@ -66,6 +76,10 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             **{k: _INGEST[k] for k in ("warnings", "schema_version")},
             **_KAFKA,
             "pii_types": _PII_TYPES,
+            "camera_id": "the camera, for a camera's event (empty otherwise)",
+            "detected_class": "what the camera's detector saw (person, car, …)",
+            "confidence": "the detector's mean score for it (NULL: not a camera's event)",
+            "snapshot_uri": "the frame with faces and plates blurred (empty: none kept)",
         },
     ),
     ViewDoc(
@@ -332,6 +346,38 @@ CATALOGUE: tuple[ViewDoc, ...] = (
             "raised_at": "when it was raised (UTC)",
             "raised_at_ms": "when, in milliseconds",
             **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "frame_detections",
+        "one camera frame the vision stage processed, its detections as parallel arrays",
+        {
+            "frame_id": "the camera and the capture time in milliseconds",
+            "camera_id": "the camera",
+            "seq": "the camera's frame number (restarts with its source)",
+            "captured_at": "when the frame was captured (UTC)",
+            "captured_at_ms": "when, in milliseconds",
+            "processed_at": "when the vision stage processed it (UTC)",
+            "width": "frame width in pixels",
+            "height": "frame height in pixels",
+            "model": "the detector and its backend",
+            "snapshot_uri": "the frame with faces and plates blurred (empty: none kept)",
+            "latency_ms": "detector time per frame in its batch",
+            **_DETECTION,
+            **_KAFKA,
+        },
+    ),
+    ViewDoc(
+        "vision_detections",
+        "one object a camera's frame showed (frame_detections, one row per detection)",
+        {
+            "frame_id": "the frame (see frame_detections)",
+            "camera_id": "the camera",
+            "seq": "the camera's frame number",
+            "captured_at": "when the frame was captured (UTC)",
+            "model": "the detector and its backend",
+            "snapshot_uri": "the frame's blurred snapshot (empty: none kept)",
+            **_DETECTION,
         },
     ),
     ViewDoc(

@@ -35,7 +35,7 @@ SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
     "dispatch_feedback": frozenset({1}),
     "case_link": frozenset({1}),
     "hotspot": frozenset({1}),
-    "detection": frozenset({1}),
+    "frame_detections": frozenset({1}),
 }
 
 
@@ -96,6 +96,12 @@ class CityEvent(_Located):
     description: StrictStr
     code: Annotated[StrictStr, Field(pattern=r"^[A-Z][0-9]{2}$")] | None = None
     reporter_id: ShortText | None = None
+    # A camera's evidence (source "camera"): which camera, what it saw, how sure the
+    # detector was, and the frame with faces and plates blurred.
+    camera_id: RecordId | None = None
+    detected_class: Annotated[StrictStr, Field(max_length=100)] | None = None
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    snapshot_uri: Annotated[StrictStr, Field(max_length=1000)] | None = None
 
 
 class CitizenAppeal(_Wire):
@@ -246,22 +252,41 @@ class HotspotAlert(_Wire):
     raised_at: Timestamp
 
 
-class Detection(_Wire):
-    """One object found in a frame by the vision stage."""
+class DetectedObject(BaseModel):
+    """One object in a frame: a box in the original image's pixels, the detector's class
+    (and the city event code it maps to, if any), its score, and the track it belongs to
+    (None: not yet confirmed by the tracker)."""
 
-    kind: Literal["detection"]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    box: tuple[float, float, float, float]
+    class_name: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    code: Annotated[StrictStr, Field(pattern=r"^[A-Z][0-9]{2}$")] | None = None
+    score: Annotated[float, Field(ge=0, le=1)]
+    track_id: Annotated[StrictStr, Field(max_length=100)] | None = None
+
+
+class DetectedFrame(_Wire):
+    """What the vision stage found in one frame (nothing found is a record too). The
+    snapshot, when there is one, is the frame with faces and plates blurred."""
+
+    kind: Literal["frame_detections"]
     frame_id: RecordId
     camera_id: RecordId
-    box: tuple[float, float, float, float]
-    label: StrictStr
-    code: StrictStr | None = None
-    score: Annotated[float, Field(ge=0, le=1)]
-    track_id: StrictStr | None = None
+    seq: Annotated[StrictInt, Field(ge=0)]
+    captured_at: Timestamp
+    width: Annotated[StrictInt, Field(gt=0, le=16384)]
+    height: Annotated[StrictInt, Field(gt=0, le=16384)]
+    model: Annotated[StrictStr, Field(max_length=200)]
+    detections: Annotated[tuple[DetectedObject, ...], Field(max_length=1000)] = ()
+    snapshot_uri: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    processed_at: Timestamp
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
 
 
 InputRecord = CityEvent | CitizenAppeal | VideoFrameRef
 Record = (
-    InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert | Detection
+    InputRecord | DispatchDecision | DispatchFeedback | CaseLink | HotspotAlert | DetectedFrame
 )
 
 _MODELS: dict[str, type[Record]] = {
@@ -272,7 +297,7 @@ _MODELS: dict[str, type[Record]] = {
     "dispatch_feedback": DispatchFeedback,
     "case_link": CaseLink,
     "hotspot": HotspotAlert,
-    "detection": Detection,
+    "frame_detections": DetectedFrame,
 }
 
 

@@ -21,6 +21,8 @@ from streams.batch_cli import (
     run_driver_command,
 )
 from streams.settings import Settings
+from streams.similar_cli import cmd_similar
+from streams.similar_cli import register as register_similar
 
 
 def _settings() -> Settings:
@@ -271,6 +273,52 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_frames(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.camera_config import CameraConfigError, load_camera_config
+    from schemas.domain import Domain
+    from streams.frames import FrameOptions, FrameSourceError, publish_frames
+    from streams.kafka_admin import producer
+    from streams.topics import FRAMES_RAW
+
+    try:
+        camera = load_camera_config(Path(args.camera), Domain.load(settings.domain_file))
+    except (CameraConfigError, OSError) as exc:
+        raise SystemExit(f"citystream frames: {exc}") from exc
+    start = None
+    if args.start:
+        start = datetime.fromisoformat(args.start)
+        if start.tzinfo is None:
+            raise SystemExit("citystream frames: --start needs a UTC offset (+08:00)")
+    options = FrameOptions(
+        camera_id=camera.camera_id, site=camera.location.model_dump(), fps=args.fps,
+        quality=args.quality, max_width=args.max_width, start=start, realtime=args.realtime,
+        refs_dir=Path(args.refs) if args.refs else None, limit=args.limit,
+    )
+    # The request may carry a whole frame; JPEG does not compress further.
+    prod = producer(settings, max_request_size=FRAMES_RAW.max_message_bytes + 64 * 1024,
+                    linger_ms=20)
+    try:
+        report = publish_frames(args.source, options, prod.send, settings.topic)
+    except FrameSourceError as exc:
+        raise SystemExit(f"citystream frames: {exc}") from exc
+    finally:
+        prod.close()
+    for reason in report.refused[:20]:
+        print(f"citystream frames: refused {reason}", file=sys.stderr)
+    if report.first_error:
+        print(f"citystream frames: delivery failed: {report.first_error}", file=sys.stderr)
+    topic = "frames.refs" if args.refs else FRAMES_RAW.name
+    print(f"citystream frames: {report.published} frames of camera {camera.camera_id} to "
+          f"{topic}, {len(report.refused)} refused, {report.seconds:.1f} s", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_vision(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.vision_stage import serve
+
+    return serve(settings, args.metrics_port)
+
+
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
     from streams.kafka_admin import wait_until_stored
 
@@ -374,6 +422,13 @@ def cmd_bench_storage(args: argparse.Namespace, settings: Settings) -> int:
         refresh_every=args.refresh_every,
     )
     return 0 if result["figures"]["panels_equal"] else 1
+
+
+def cmd_bench_batch(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.batch_bench import main as bench_batch
+
+    return bench_batch(Path(args.output), args.scale,
+                       args.commands.split(",") if args.commands else None)
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -579,6 +634,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", default=None, help="send every line to this catalogue topic")
     p.add_argument("--verbose", action="store_true")
 
+    p = sub.add_parser(
+        "frames", help="publish a camera's frames (video file, stream URL, photos) to Kafka"
+    )
+    p.add_argument("source", help="a video file, an rtsp:// or http:// stream, a folder of "
+                   "photos or one photo")
+    p.add_argument("--camera", required=True,
+                   help="the camera's configuration (id, place, zones): e.g. "
+                   "infra/cameras/vtest.json")
+    p.add_argument("--fps", type=float, default=2.0, help="frames kept per second of video")
+    p.add_argument("--quality", type=int, default=85, choices=range(30, 101),
+                   metavar="30-100", help="JPEG quality")
+    p.add_argument("--max-width", type=int, default=None, help="shrink wider frames to this")
+    p.add_argument("--start", default=None,
+                   help="a video file's first frame time, ISO 8601 with offset (default: now)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace a video file as the camera would send it")
+    p.add_argument("--refs", default=None, metavar="DIR",
+                   help="write the JPEGs to DIR (the object store) and publish references "
+                   "to frames.refs instead of the bytes (4K frames)")
+    p.add_argument("--limit", type=int, default=None, help="stop after N frames")
+
+    p = sub.add_parser(
+        "vision", help="run the vision stage: frames.raw through the detector, trackers and "
+        "zone rules to vision.detections and camera city events"
+    )
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port")
+
     p = sub.add_parser("wait", help="wait until the ingest group has stored every message")
     p.add_argument("--timeout", type=float, default=300)
 
@@ -609,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-every", type=int, default=4,
                    help="batches per refresh (the worker: 2 s of 0.5 s sink flushes)")
     p.add_argument("--output", default="bench-results/storage.json")
+
+    p = sub.add_parser("bench-batch", help="the batch tools' throughput and peak memory "
+                       "at N and scale × N lines, side by side")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--commands", default=None, help="e.g. mask,merge (default: all)")
+    p.add_argument("--output", default="bench-results/batch.json")
 
     p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models "
                        "and the case embedder")
@@ -688,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workdir", default=None,
                    help="where the temporary spill file goes (default: the system's temp dir)")
+    register_similar(sub)
 
     p = sub.add_parser("bench", help="replay N events and time until all are stored")
     p.add_argument("--events", type=int, default=50_000)
@@ -701,12 +791,15 @@ COMMANDS = {
     "worker": cmd_worker,
     "sample": cmd_sample,
     "replay": cmd_replay,
+    "frames": cmd_frames,
+    "vision": cmd_vision,
     "users": cmd_users,
     "report": cmd_report,
     "units-feedback": cmd_units_feedback,
     "cases-eval": cmd_cases_eval,
     "mask": cmd_mask,
     "merge": cmd_merge,
+    "similar": cmd_similar,
     "analyse": cmd_analyse,
     "wait": cmd_wait,
     "query": cmd_query,
@@ -715,6 +808,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "bench-dispatch": cmd_bench_dispatch,
     "bench-storage": cmd_bench_storage,
+    "bench-batch": cmd_bench_batch,
     "train": cmd_train,
     "eval": cmd_eval,
     "score": cmd_score,

@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     # --- Cases and hotspots ---------------------------------------------------------
     # Duplicate merging on the stream (dispatch.cases) and hotspot alerts (city.hotspots).
     cases_enabled: bool = True
+    # --- Vision (citystream vision: frames.raw -> detections, tracks, camera events) ----
+    # Whether a vision stage runs (its consumer group counts in `citystream wait`).
+    vision_enabled: bool = False
+    # One JSON file per camera: id, place, zones, rules (processors/camera_config.py).
+    vision_cameras_dir: Path = REPO_ROOT / "infra" / "cameras"
+    # Where blurred snapshots are written (the object store; a bucket in production).
+    # Unset: <var_dir>/snapshots.
+    snapshot_dir: Path | None = None
+    # Frames per detector call (across cameras), or whatever arrived within the window.
+    vision_batch_size: int = Field(default=8, ge=1, le=16)
+    vision_window_s: float = Field(default=0.05, gt=0)
+    # How far back a restart reads vision.detections to rebuild the trackers: longer than
+    # any rule's dwell plus its cool-down.
+    vision_rebuild_s: float = Field(default=900.0, gt=0)
     # Each decided report embedded (models/embedding: case_embedder) and stored in
     # case_embeddings, for the board's similar past cases.
     similar_cases_enabled: bool = True

@@ -45,6 +45,25 @@ VIDEO_FRAMES = TopicSpec(
     ("camera_id",),
     3 * DAY_MS,
 )
+FRAMES_RAW = TopicSpec(
+    "frames.raw",
+    "camera frames with their JPEG inline (`citystream frames`; a CSF1 envelope: a "
+    "video_frame header, then the image)",
+    None,  # not a JSON record: the vision stage decodes the envelope itself
+    ("camera_id",),
+    1 * DAY_MS,  # frames are large and only the detections are kept
+    # A 1080p JPEG at quality 85 is 0.2-0.6 MB; 4K frames go by reference (frames.refs).
+    max_message_bytes=2 * 1024 * 1024,
+)
+VISION_DETECTIONS = TopicSpec(
+    "vision.detections",
+    "what the vision stage found in each frame, tracked (a frame with nothing is a record)",
+    "frame_detections",
+    # Keyed like frames.raw, with as many partitions: a camera's frames and its detections
+    # share a partition number, which is what the stage's rebuild reads back.
+    ("camera_id",),
+    7 * DAY_MS,
+)
 DISPATCH_ORDERS = TopicSpec(
     "dispatch.orders",
     "automatically dispatched decisions",
@@ -86,14 +105,17 @@ DEAD_LETTERS = TopicSpec(
     "dead_letter",
     ("source_topic",),
     30 * DAY_MS,
-    # Holds the original message plus its reason, so it must take a little more.
-    max_message_bytes=2 * 1024 * 1024,
+    # Holds the original message (base64: 4/3 of it) plus its reason: a whole frame of
+    # frames.raw at its 2 MB limit must fit.
+    max_message_bytes=3 * 1024 * 1024,
 )
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     CITY_EVENTS,
     CITIZEN_APPEALS,
     VIDEO_FRAMES,
+    FRAMES_RAW,
+    VISION_DETECTIONS,
     DISPATCH_ORDERS,
     DISPATCH_REVIEW,
     DISPATCH_FEEDBACK,
@@ -106,7 +128,10 @@ INGEST_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS, VIDEO_FRA
 DISPATCH_SOURCES: tuple[TopicSpec, ...] = (CITY_EVENTS, CITIZEN_APPEALS)
 DISPATCH_OUTPUTS: tuple[TopicSpec, ...] = (DISPATCH_ORDERS, DISPATCH_REVIEW)
 # What the decision store keeps (its own consumer group): decisions and their cases.
-DECISION_STORE_TOPICS: tuple[TopicSpec, ...] = (*DISPATCH_OUTPUTS, DISPATCH_CASES, HOTSPOTS)
+# Dead letters too: stages without a warehouse (vision) publish theirs only there.
+DECISION_STORE_TOPICS: tuple[TopicSpec, ...] = (
+    *DISPATCH_OUTPUTS, DISPATCH_CASES, HOTSPOTS, VISION_DETECTIONS, DEAD_LETTERS
+)
 # Everything the sink stores in ClickHouse: inputs, decisions, cases, hotspots, feedback.
 STORED_TOPICS: tuple[TopicSpec, ...] = (
     *INGEST_SOURCES, *DECISION_STORE_TOPICS, DISPATCH_FEEDBACK
@@ -122,6 +147,11 @@ def decisions_group(settings: Settings) -> str:
     return f"{settings.consumer_group}.decisions"
 
 
+def vision_group(settings: Settings) -> str:
+    """The consumer group that runs the detector over frames.raw."""
+    return f"{settings.consumer_group}.vision"
+
+
 def cases_group(settings: Settings) -> str:
     """The consumer group that links decisions to cases."""
     return f"{settings.consumer_group}.cases"
@@ -132,7 +162,11 @@ def stored_groups(settings: Settings) -> dict[str, list[str]]:
     decision, case link and verdict so far is in ClickHouse. In pipeline order: a stage
     commits its input only after its outputs are published, so each group's lag is read
     after the groups that feed it."""
-    groups = {settings.consumer_group: [settings.topic(s.name) for s in AGENT_TOPICS]}
+    groups: dict[str, list[str]] = {}
+    if settings.vision_enabled:
+        # First: its city events feed the worker's agents, its detections the store.
+        groups[vision_group(settings)] = [settings.topic(FRAMES_RAW.name)]
+    groups[settings.consumer_group] = [settings.topic(s.name) for s in AGENT_TOPICS]
     if settings.cases_enabled:
         groups[cases_group(settings)] = [settings.topic(s.name) for s in DISPATCH_OUTPUTS]
     groups[decisions_group(settings)] = [

@@ -194,7 +194,7 @@ def test_hostile_messages_are_all_accounted_for(settings: Settings, worker_facto
     counts = worker.query(
         "SELECT (SELECT count() FROM citizen_appeals_log WHERE appeal_id LIKE 'hx-%') AS a, "
         "(SELECT count() FROM city_events_log WHERE event_id LIKE 'hx-%') AS e, "
-        "(SELECT count() FROM dead_letters_log) AS d, "
+        "(SELECT count() FROM dead_letters) AS d, "
         "(SELECT count() FROM dispatch_decisions_log WHERE input_id LIKE 'hx-%') AS k"
     )[0]
     assert (counts["a"], counts["e"]) == (len(appeals), len(events))

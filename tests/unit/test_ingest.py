@@ -270,13 +270,17 @@ def test_video_frame_row(ctx):
         (
             "city.events",
             {
-                "kind": "detection",
+                "kind": "frame_detections",
                 "schema_version": 1,
                 "frame_id": "f1",
                 "camera_id": "c1",
-                "box": [0, 0, 1, 1],
-                "label": "trash",
-                "score": 0.9,
+                "seq": 0,
+                "captured_at": "2026-11-20T08:00:00+08:00",
+                "width": 10,
+                "height": 10,
+                "model": "nanodet",
+                "processed_at": "2026-11-20T08:00:01+08:00",
+                "detections": [{"box": [0, 0, 1, 1], "class_name": "person", "score": 0.9}],
             },
         ),
     ],
@@ -394,3 +398,25 @@ def test_timestamp_out_of_range_after_utc_conversion_is_a_dead_letter(ctx, repor
     dead = _dead(result)
     assert dead.error_kind is ErrorKind.INVALID_FIELD
     assert "reported_at" in dead.reason
+
+
+def test_dead_letters_of_other_stages_are_stored_and_junk_on_that_topic_never_loops(ctx):
+    import base64
+    import dataclasses
+
+    from processors.ingest import DEAD_LETTERS_TABLE
+
+    store_ctx = dataclasses.replace(ctx, kinds_by_topic={"dl": "dead_letter"})
+    letter = {"kind": "dead_letter", "schema_version": 1, "source_topic": "frames.raw",
+              "source_partition": 2, "source_offset": 7, "error_kind": "invalid_field",
+              "reason": "frame image: the JPEG does not decode",
+              "original_b64": base64.b64encode(b"\xff\xd8x").decode(), "key_b64": None,
+              "failed_at": "2026-11-20T08:00:00+08:00", "processor": "vision"}
+    stored = ingest(message(encode(letter), "dl"), store_ctx, RECEIVED_AT)
+    assert isinstance(stored, StoredRow) and stored.table == DEAD_LETTERS_TABLE
+    assert (stored.row["source_topic"], stored.row["source_offset"], stored.row["processor"]) == (
+        "frames.raw", 7, "vision")
+    for junk in (b"not json", encode({**letter, "failed_at": "yesterday"}), b""):
+        row = ingest(message(junk, "dl"), store_ctx, RECEIVED_AT)
+        assert isinstance(row, StoredRow) and row.row["source_topic"] == "dl"
+        assert row.row["reason"].startswith("an unreadable dead letter")

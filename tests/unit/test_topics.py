@@ -13,6 +13,7 @@ from streams.topics import (
     CITIZEN_APPEALS,
     CITY_EVENTS,
     DEAD_LETTERS,
+    FRAMES_RAW,
     INGEST_SOURCES,
     VIDEO_FRAMES,
     kinds_by_topic,
@@ -94,6 +95,8 @@ def test_kinds_by_topic_uses_prefix():
         "dev.dispatch.feedback": "dispatch_feedback",
         "dev.dispatch.cases": "case_link",
         "dev.city.hotspots": "hotspot",
+        "dev.vision.detections": "frame_detections",
+        "dev.citystream.dead_letters": "dead_letter",
     }
 
 
@@ -102,10 +105,15 @@ def test_stored_groups_in_pipeline_order():
     assert list(groups) == ["g", "g.cases", "g.decisions"]
     assert groups["g.cases"] == ["t.dispatch.orders", "t.dispatch.review"]
     assert groups["g.decisions"] == [
-        "t.dispatch.orders", "t.dispatch.review", "t.dispatch.cases", "t.city.hotspots"
+        "t.dispatch.orders", "t.dispatch.review", "t.dispatch.cases", "t.city.hotspots",
+        "t.vision.detections", "t.citystream.dead_letters",
     ]
     off = stored_groups(Settings(topic_prefix="t.", consumer_group="g", cases_enabled=False))
     assert list(off) == ["g", "g.decisions"]  # no case stage: nothing to wait for there
+    # A vision stage feeds the worker's agents (camera events) and the store: it goes first.
+    vision = stored_groups(Settings(topic_prefix="t.", consumer_group="g", vision_enabled=True))
+    assert list(vision) == ["g.vision", "g", "g.cases", "g.decisions"]
+    assert vision["g.vision"] == ["t.frames.raw"]
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda s: s.name)
@@ -116,7 +124,7 @@ def test_topic_configs(spec):
     assert cfg["cleanup.policy"] in {"delete", "compact"}
 
 
-@pytest.mark.parametrize("spec", INGEST_SOURCES, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", (*INGEST_SOURCES, FRAMES_RAW), ids=lambda s: s.name)
 def test_dead_letter_topic_holds_the_largest_source_message(spec):
     # The dead letter carries the original base64-encoded plus metadata.
     largest = spec.max_message_bytes

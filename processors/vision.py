@@ -1,0 +1,95 @@
+"""The vision stage's pure steps: a frames.raw message in, a validated frame or a typed
+failure out; a frame's detections and tracking as the ``frame_detections`` record the
+stage publishes (and reads back to rebuild its trackers).
+
+No Kafka, Triton or ClickHouse here (``processors.vision_stage`` is the Kafka edge); the
+same functions run in the live stage, its rebuild and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import cv2
+import numpy as np
+
+from processors.tracker import Detected, FrameDetections
+from schemas.errors import ErrorKind, RecordError
+from schemas.records import DetectedFrame, VideoFrameRef, parse_record, to_wire
+from streams.codecs import decode_frame
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    header: VideoFrameRef
+    image: np.ndarray  # BGR uint8, the header's size
+
+
+def read_frame(value: bytes | None, max_bytes: int) -> Frame | RecordError:
+    """A frames.raw message as a frame, or why it is not one (for the dead letter)."""
+    try:
+        raw_header, jpeg = decode_frame(value, max_bytes)
+        header = parse_record(raw_header)
+        if not isinstance(header, VideoFrameRef):
+            raise RecordError(ErrorKind.WRONG_TOPIC,
+                              f"a {header.kind} record in a frame envelope")
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode")
+        height, width = image.shape[:2]
+        if (width, height) != (header.width, header.height):
+            raise RecordError(
+                ErrorKind.INVALID_FIELD,
+                f"frame image is {width}×{height}, the header says "
+                f"{header.width}×{header.height}",
+            )
+    except RecordError as err:
+        return err
+    return Frame(header, image)
+
+
+def tracker_input(header: VideoFrameRef, found: Sequence[Any]) -> FrameDetections:
+    """What the tracker takes for a frame: anything with box, class_name and score."""
+    return FrameDetections(header.camera_id, header.captured_at, header.seq, header.width,
+                           header.height, tuple(found))
+
+
+def detected_frame(
+    header: VideoFrameRef,
+    found: Sequence[Any],
+    assignments: Sequence[int | None],
+    codes: Mapping[str, str],
+    model: str,
+    processed_at: datetime,
+    latency_ms: float,
+    snapshot_uri: str | None = None,
+) -> dict[str, Any]:
+    """The ``frame_detections`` wire record: every detection of the frame, with its code
+    (``codes``: class -> event code, where the class means a city problem) and its track
+    (None: not tracked or not yet confirmed)."""
+    detections = [
+        {"box": [round(float(v), 1) for v in d.box], "class_name": d.class_name,
+         "code": codes.get(d.class_name), "score": round(float(d.score), 4),
+         "track_id": f"{header.camera_id}/{track}" if track is not None else None}
+        for d, track in zip(found, assignments, strict=True)
+    ]  # fmt: skip
+    record = DetectedFrame.model_validate({
+        "kind": "frame_detections", "schema_version": 1, "frame_id": header.frame_id,
+        "camera_id": header.camera_id, "seq": header.seq,
+        "captured_at": header.captured_at.isoformat(),
+        "width": header.width, "height": header.height, "model": model,
+        "detections": detections, "snapshot_uri": snapshot_uri,
+        "processed_at": processed_at.astimezone(UTC).isoformat(),
+        "latency_ms": round(latency_ms, 2),
+    })  # fmt: skip
+    return to_wire(record)
+
+
+def replayed(record: DetectedFrame) -> FrameDetections:
+    """A published frame as the tracker saw it (for a rebuild)."""
+    found = [Detected(tuple(d.box), d.class_name, d.score) for d in record.detections]
+    return FrameDetections(record.camera_id, record.captured_at, record.seq, record.width,
+                           record.height, tuple(found))
