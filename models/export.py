@@ -199,11 +199,16 @@ def _dims(value_info: onnx.ValueInfoProto, path: Path) -> tuple[int, ...]:
     if len(shape) < 1:
         raise ValueError(f"{path}: tensor {value_info.name!r} has no batch dimension")
     dims = []
-    # The first dimension is the batch, dynamic by contract; the others must be fixed.
+    # The first dimension is the batch, dynamic by contract. Of the others, a named one
+    # (``dim_param``: an image model's height or width) is variable, -1 as Triton writes
+    # it; one with neither a value nor a name is an unknown the file should not have.
     for dim in shape[1:]:
-        if not dim.HasField("dim_value"):
-            raise ValueError(f"{path}: tensor {value_info.name!r} has a non-fixed dimension")
-        dims.append(int(dim.dim_value))
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(-1)
+        else:
+            raise ValueError(f"{path}: tensor {value_info.name!r} has an undeclared dimension")
     return tuple(dims)
 
 

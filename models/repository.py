@@ -55,6 +55,9 @@ class ServingOptions:
     gpu_instances: int = 1
     # Threads of the onnxruntime session inside the local Python backend.
     local_intra_op_threads: int = 1
+    # (input name, dims) for inputs with a variable dimension (-1, an image's height or
+    # width): the warm-up request at load needs concrete ones.
+    warmup_dims: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -95,9 +98,16 @@ def build_config(info: ModelInfo, kind: str, options: ServingOptions) -> mc.Mode
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.cpu_instances)
     # One all-zero request at load: the first real request does not pay session warm-up.
     warmup = config.model_warmup.add(name="zeros", batch_size=1)
+    sample_dims = dict(options.warmup_dims)
     for spec in info.inputs:
+        dims = sample_dims.get(spec.name, spec.dims)
+        if any(d < 1 for d in dims):
+            raise ValueError(
+                f"{info.name}: input {spec.name!r} has variable dims {list(spec.dims)}; "
+                "give ServingOptions.warmup_dims a concrete shape for its warm-up"
+            )
         warmup.inputs[spec.name].data_type = _DTYPES[spec.dtype]
-        warmup.inputs[spec.name].dims.extend(spec.dims)
+        warmup.inputs[spec.name].dims.extend(dims)
         warmup.inputs[spec.name].zero_data = True
     return config
 

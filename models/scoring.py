@@ -161,7 +161,11 @@ def build_backend(
     on_fallback: Callable[[], None] | None = None,
     triton_url: str | None = None,
     on_retry: Callable[[str], None] | None = None,
+    *,
+    max_batch_size: int = 64,
 ) -> InferenceBackend:
+    """``max_batch_size``: the most rows one request carries (the start-up check wants
+    the served models to take that many)."""
     local = OnnxRuntimeBackend(settings.model_repository, providers=settings.onnx_providers)
     url = triton_url or settings.triton_url
     if not url:
@@ -171,6 +175,7 @@ def build_backend(
         protocol=settings.triton_protocol,
         timeout_s=settings.triton_timeout_s,
         retries=settings.triton_retries,
+        max_batch_size=max_batch_size,
         on_retry=on_retry,
     )
     if not settings.triton_fallback:

@@ -20,6 +20,8 @@ from streams.batch_cli import (
     run_batch_command,
     run_driver_command,
 )
+from streams.ocr_cli import cmd_ocr
+from streams.ocr_cli import register as register_ocr
 from streams.settings import Settings
 from streams.similar_cli import cmd_similar
 from streams.similar_cli import register as register_similar
@@ -778,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None,
                    help="where the temporary spill file goes (default: the system's temp dir)")
     register_similar(sub)
+    register_ocr(sub)
 
     p = sub.add_parser("bench", help="replay N events and time until all are stored")
     p.add_argument("--events", type=int, default=50_000)
@@ -800,6 +803,7 @@ COMMANDS = {
     "mask": cmd_mask,
     "merge": cmd_merge,
     "similar": cmd_similar,
+    "ocr": cmd_ocr,
     "analyse": cmd_analyse,
     "wait": cmd_wait,
     "query": cmd_query,
