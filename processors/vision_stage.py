@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from processors.camera_config import CameraConfig
@@ -296,13 +297,46 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
         events.inc(outputs.events)
         batch_seconds.observe(seconds)
 
-    log.info("vision stage: %d cameras, detector %s", len(cameras), detector.name)
+    from models.vision.face_detector import build_face_detector
+
+    faces = build_face_detector(settings)
+    try:
+        faces.check()
+    except (BackendUnavailable, ModelMismatch) as exc:
+        raise SystemExit(f"citystream vision: the face detector is not ready (snapshots are "
+                         f"blurred or not kept): {exc}") from exc
+    store = settings.snapshot_dir or settings.var_dir / "snapshots"
+    log.info("vision stage: %d cameras, detector %s, snapshots in %s", len(cameras),
+             detector.name, store)
     try:
         asyncio.run(run_vision_stage(settings, aiokafka_options(settings), detector.detect,
                                      cameras, f"nanodet/{detector.name}", {},
+                                     snapshot=snapshot_writer(store, faces.detect),
                                      on_batch=counted))
     except KeyboardInterrupt:
         pass
     finally:
         detector.close()
+        faces.close()
     return 0
+
+
+def snapshot_writer(
+    store: Path, detect_faces: Callable[[list[Any]], list[list[Any]]]
+) -> Callable[[Frame, Sequence[Any]], str]:
+    """Writes a frame's snapshot with faces, heads and plates obscured
+    (``processors.privacy``), checked by the face detector on the stored JPEG; returns its
+    uri. Only frames that raise an event get one; a raw frame is never written."""
+    from processors.privacy import store_snapshot, vehicles_and_persons
+
+    def write(frame: Frame, found: Sequence[Any]) -> str:
+        vehicles, persons = vehicles_and_persons(found)
+        header = frame.header
+        path = store_snapshot(
+            store / header.camera_id / f"{header.frame_id}.jpg", frame.image,
+            detect_faces([frame.image])[0], vehicles, persons=persons,
+            check=lambda image: detect_faces([image])[0],
+        )
+        return path.resolve().as_uri()
+
+    return write

@@ -111,7 +111,9 @@ def run_batch_command(
     )
 
 
-def run_driver_command(args: argparse.Namespace, command: str, driver: Driver) -> int:
+def run_driver_command(
+    args: argparse.Namespace, command: str, driver: Driver, *, open_input: bool = True
+) -> int:
     """``driver`` over ``--input`` into ``--output``; rejects to ``--rejects`` (default
     ``OUT.rejects.jsonl``; to stderr, as JSON lines, when the output is stdout); the
     summary line on stderr. Returns the exit code."""
@@ -120,8 +122,9 @@ def run_driver_command(args: argparse.Namespace, command: str, driver: Driver) -
     rejects_path = args.rejects or (None if args.output == "-" else f"{args.output}.rejects.jsonl")
     try:
         with contextlib.ExitStack() as files:
-            source = sys.stdin.buffer if args.input == "-" else files.enter_context(
-                open(args.input, "rb"))
+            # open_input False: the driver reads --input itself (a folder, a video).
+            source = (io.BytesIO() if not open_input else sys.stdin.buffer
+                      if args.input == "-" else files.enter_context(open(args.input, "rb")))
             sink = sys.stdout if args.output == "-" else files.enter_context(
                 open(args.output, "w", encoding="utf-8"))
             rejects = sys.stderr if rejects_path is None else files.enter_context(

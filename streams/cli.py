@@ -20,6 +20,8 @@ from streams.batch_cli import (
     run_batch_command,
     run_driver_command,
 )
+from streams.detect_cli import cmd_detect
+from streams.detect_cli import register as register_detect
 from streams.ocr_cli import cmd_ocr
 from streams.ocr_cli import register as register_ocr
 from streams.settings import Settings
@@ -294,7 +296,7 @@ def cmd_frames(args: argparse.Namespace, settings: Settings) -> int:
     options = FrameOptions(
         camera_id=camera.camera_id, site=camera.location.model_dump(), fps=args.fps,
         quality=args.quality, max_width=args.max_width, start=start, realtime=args.realtime,
-        refs_dir=Path(args.refs) if args.refs else None, limit=args.limit,
+        refs=args.refs, limit=args.limit,
     )
     # The request may carry a whole frame; JPEG does not compress further.
     prod = producer(settings, max_request_size=FRAMES_RAW.max_message_bytes + 64 * 1024,
@@ -652,9 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a video file's first frame time, ISO 8601 with offset (default: now)")
     p.add_argument("--realtime", action="store_true",
                    help="pace a video file as the camera would send it")
-    p.add_argument("--refs", default=None, metavar="DIR",
-                   help="write the JPEGs to DIR (the object store) and publish references "
-                   "to frames.refs instead of the bytes (4K frames)")
+    p.add_argument("--refs", action="store_true",
+                   help="for photos already in an object store (4K): publish references to "
+                   "frames.refs instead of the bytes (nothing is copied; not for video)")
     p.add_argument("--limit", type=int, default=None, help="stop after N frames")
 
     p = sub.add_parser(
@@ -781,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the temporary spill file goes (default: the system's temp dir)")
     register_similar(sub)
     register_ocr(sub)
+    register_detect(sub)
 
     p = sub.add_parser("bench", help="replay N events and time until all are stored")
     p.add_argument("--events", type=int, default=50_000)
@@ -804,6 +807,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "similar": cmd_similar,
     "ocr": cmd_ocr,
+    "detect": cmd_detect,
     "analyse": cmd_analyse,
     "wait": cmd_wait,
     "query": cmd_query,

@@ -7,9 +7,10 @@ keyed by camera id, either
 * inline to ``frames.raw``: one self-contained value (``streams.codecs.encode_frame``:
   a ``video_frame`` header with the camera's place, capture time and sequence number,
   then the JPEG), refused with a clear error past the topic's size limit; or
-* by reference (``--refs DIR``, for 4K frames): the JPEG written to an object store
-  (a directory here; the uri is what a bucket would give) and a ``video_frame`` record
-  with its uri published to ``frames.refs``, as any other input record.
+* by reference (``refs``, for 4K photos already in an object store): a ``video_frame``
+  record naming each photo where it is, published to ``frames.refs`` as any other input
+  record. Nothing is copied: this project never writes an unblurred frame to disk, so a
+  video's frames go inline or not at all.
 
 Capture times: a file's frames are stamped from ``start`` plus their position in the
 video (so a replayed video keeps its own timing); a stream's and a folder's with the
@@ -48,6 +49,7 @@ class RawFrame:
     position_s: float | None  # into the video; None for a live stream or a photo
     image: np.ndarray  # BGR, uint8
     name: str  # where it came from (the photo's file name, or the source)
+    path: Path | None = None  # the photo's file (None for a video's frames)
 
 
 def _open_video(source: str) -> cv2.VideoCapture:
@@ -82,9 +84,9 @@ def _read_photos(photos: list[Path]) -> Iterator[RawFrame]:
         image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if image is None:
             # One unreadable photo in a folder is reported by the caller, not fatal.
-            yield RawFrame(None, np.empty((0, 0, 3), np.uint8), photo.name)
+            yield RawFrame(None, np.empty((0, 0, 3), np.uint8), photo.name, photo)
             continue
-        yield RawFrame(None, image, photo.name)
+        yield RawFrame(None, image, photo.name, photo)
 
 
 def _read_video(source: str, fps: float, live: bool) -> Iterator[RawFrame]:
@@ -182,7 +184,7 @@ class FrameOptions:
     max_width: int | None = None
     start: datetime | None = None  # a file's first frame time (default: now)
     realtime: bool = False
-    refs_dir: Path | None = None  # publish references, the JPEGs written here
+    refs: bool = False  # publish references to the photos where they are
     limit: int | None = None  # stop after this many frames
 
 
@@ -210,24 +212,28 @@ def publish_frames(
             time.sleep(max(0.0, frame.position_s - (time.monotonic() - started)))
         captured = (first + timedelta(seconds=frame.position_s)
                     if frame.position_s is not None else clock())
-        encoded = encode_jpeg(frame.image, options.quality, options.max_width)
-        if options.refs_dir is not None:
-            path = options.refs_dir / options.camera_id / f"{seq:08d}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(encoded.jpeg)
-            header = frame_header(options.camera_id, seq, captured, encoded,
-                                  path.resolve().as_uri(), options.site)
+        if options.refs:
+            if frame.path is None:
+                raise FrameSourceError(
+                    "references name photos where they already are (an object store); a "
+                    "video's frames would have to be written out unblurred: publish them "
+                    "inline (without --refs)")
+            height, width = frame.image.shape[:2]
+            header = frame_header(options.camera_id, seq, captured,
+                                  Encoded(b"", width, height), frame.path.resolve().as_uri(),
+                                  options.site)
             pending.append(send(topic_name(VIDEO_FRAMES.name), key=key,
                                 value=orjson.dumps(header)))
         else:
+            encoded = encode_jpeg(frame.image, options.quality, options.max_width)
             header = frame_header(options.camera_id, seq, captured, encoded, INLINE_URI,
                                   options.site)
             value = encode_frame(header, encoded.jpeg)
             if len(value) > max_message_bytes:
                 report.refused.append(
                     f"frame {seq}: {len(value):,} bytes, over {FRAMES_RAW.name}'s limit of "
-                    f"{max_message_bytes:,}: use --refs DIR (4K frames), --max-width or a "
-                    "lower --quality")
+                    f"{max_message_bytes:,}: use --max-width or a lower --quality, or --refs "
+                    "for photos in an object store")
                 continue
             pending.append(send(topic_name(FRAMES_RAW.name), key=key, value=value))
         report.published += 1

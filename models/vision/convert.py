@@ -683,7 +683,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{repository / MODEL_NAME} already serves it")
     else:
         print(f"placed in the Triton repository: {place_in_repository(repository, model)}")
-    return 0
+    return build_others(repository, force=args.force)
+
+
+# ------------------------------------------------------- other models of the same package
+# Each module here is built and placed after NanoDet by `make models`, from the same
+# tarball and converter venv: build_and_place(repository, force=...) -> exit status.
+OTHER_MODELS = (
+    "models.vision.convert_faces",  # BlazeFace, for blurring faces
+    "models.vision.ocr_models",  # PP-OCR from the rapidocr wheel, for small ads and banners
+)
+
+
+def build_others(repository: Path, *, force: bool = False) -> int:
+    import importlib
+
+    statuses = [
+        importlib.import_module(name).build_and_place(repository, force=force)
+        for name in OTHER_MODELS
+    ]
+    return max(statuses, default=0)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,19 @@ as fallback).
 
 Frames of several cameras go in one call as one batch (up to ``MAX_BATCH``); Triton's
 dynamic batcher also merges concurrent calls (``SERVING``).
+
+``Runner`` is the part any image model shares (the face detector,
+``models.vision.face_detector``, too): an ``ImageModel`` says how images become input
+rows and rows' outputs become results; the runner sends the rows in batches through the
+backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -69,21 +76,27 @@ def expected_model() -> ModelInfo:
     )
 
 
-def place_in_repository(repository: Path | None = None, model_file: Path | None = None) -> Path:
-    """Put the converted model into a Triton model repository (``config.pbtxt`` for the
-    onnxruntime backend with dynamic batching, ``configs/gpu.pbtxt``, ``configs/local.pbtxt``);
-    returns the model's directory. Other models in the repository are left alone."""
+def place_in_repository(
+    repository: Path | None = None,
+    model_file: Path | None = None,
+    serving: ServingOptions = SERVING,
+) -> Path:
+    """Put a converted model (NanoDet by default) into a Triton model repository
+    (``config.pbtxt`` for the onnxruntime backend with dynamic batching,
+    ``configs/gpu.pbtxt``, ``configs/local.pbtxt``); returns the model's directory. Other
+    models in the repository are left alone."""
     repository = repository or Settings().model_repository
     model_file = model_file or Paths().model
     if not model_file.is_file():
         raise FileNotFoundError(f"no converted model at {model_file}: run `make models`")
-    return write_model_repository(repository, [model_file], SERVING)[0]
+    return write_model_repository(repository, [model_file], serving)[0]
 
 
-def is_placed(repository: Path, model_file: Path) -> bool:
-    """True when the repository already serves this file with this module's config."""
-    model_dir = repository / MODEL_NAME
-    config = render_config(build_config(read_model_info(model_file), "cpu", SERVING))
+def is_placed(repository: Path, model_file: Path, serving: ServingOptions = SERVING) -> bool:
+    """True when the repository already serves this file with this config."""
+    info = read_model_info(model_file)
+    model_dir = repository / info.name
+    config = render_config(build_config(info, "cpu", serving))
     try:
         current = (model_dir / "config.pbtxt").read_text()
     except OSError:
@@ -93,7 +106,96 @@ def is_placed(repository: Path, model_file: Path) -> bool:
     )
 
 
-class Detector:
+T = TypeVar("T")
+
+
+class ImageModel(Protocol[T]):
+    """What a ``Runner`` needs of one image model: its served name and input, what the
+    served model must be, images → input rows (with whatever ``decode`` needs to map the
+    rows' outputs back: the layout), and the rows' outputs → one result per image."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_name(self) -> str: ...
+
+    def expected(self) -> ModelInfo: ...
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, Any]: ...
+
+    def decode(self, outputs: Mapping[str, np.ndarray], layout: Any) -> list[T]: ...
+
+
+class Runner(Generic[T]):
+    """An image model over any inference backend: a list of BGR images in, one result per
+    image out (same order). Images go ``max_batch`` at a time, and their input rows (an
+    image may give several) in requests of at most ``max_batch`` rows."""
+
+    def __init__(
+        self, backend: InferenceBackend, model: ImageModel[T], *, max_batch: int = MAX_BATCH
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, got {max_batch}")
+        self.backend = backend
+        self.model = model
+        self.max_batch = max_batch
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def check(self) -> None:
+        """Raise ``ModelMismatch`` unless the backend holds our converted model."""
+        self.backend.check_model(self.model.expected())
+
+    def raw_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs for preprocessed input rows, ``max_batch`` rows a request."""
+        parts = [
+            self.backend.infer(
+                self.model.name, {self.model.input_name: batch[start : start + self.max_batch]}
+            )
+            for start in range(0, len(batch), self.max_batch)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def run(self, images: Sequence[np.ndarray]) -> list[T]:
+        results: list[T] = []
+        for start in range(0, len(images), self.max_batch):
+            batch, layout = self.model.prepare(images[start : start + self.max_batch])
+            results += self.model.decode(self.raw_outputs(batch), layout)
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass(frozen=True)
+class NanoDetModel:
+    """NanoDet as an ``ImageModel``: images stretched to 416×416, detections per image."""
+
+    score_threshold: float = nanodet.SCORE_THRESHOLD
+    iou_threshold: float = nanodet.IOU_THRESHOLD
+    name: str = MODEL_NAME
+    input_name: str = nanodet.INPUT_NAME
+
+    def expected(self) -> ModelInfo:
+        return expected_model()
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, Any]:
+        return nanodet.preprocess_batch(images)
+
+    def decode(
+        self, outputs: Mapping[str, np.ndarray], layout: Any
+    ) -> list[list[nanodet.Detection]]:
+        return nanodet.decode_batch(
+            outputs, layout, score_threshold=self.score_threshold, iou_threshold=self.iou_threshold
+        )
+
+
+class Detector(Runner[list[nanodet.Detection]]):
     """NanoDet over any inference backend: a list of BGR images in, a list of detections
     per image out (same order). Larger lists go in batches of ``max_batch``."""
 
@@ -105,39 +207,10 @@ class Detector:
         score_threshold: float = nanodet.SCORE_THRESHOLD,
         iou_threshold: float = nanodet.IOU_THRESHOLD,
     ) -> None:
-        if not 1 <= max_batch <= MAX_BATCH:
-            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, got {max_batch}")
-        self.backend = backend
-        self.max_batch = max_batch
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    def check(self) -> None:
-        """Raise ``ModelMismatch`` unless the backend holds our converted model."""
-        self.backend.check_model(expected_model())
-
-    def raw_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's outputs for a preprocessed batch [N, 3, 416, 416]."""
-        return self.backend.infer(MODEL_NAME, {nanodet.INPUT_NAME: batch})
+        super().__init__(backend, NanoDetModel(score_threshold, iou_threshold), max_batch=max_batch)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[nanodet.Detection]]:
-        results: list[list[nanodet.Detection]] = []
-        for start in range(0, len(images), self.max_batch):
-            batch, placements = nanodet.preprocess_batch(images[start : start + self.max_batch])
-            results += nanodet.decode_batch(
-                self.raw_outputs(batch),
-                placements,
-                score_threshold=self.score_threshold,
-                iou_threshold=self.iou_threshold,
-            )
-        return results
-
-    def close(self) -> None:
-        self.backend.close()
+        return self.run(images)
 
 
 def in_process_detector(repository: Path, intra_op_threads: int = 1) -> Detector:
@@ -157,7 +230,7 @@ def _triton(url: str, protocol: str, retries: int) -> TritonBackend:
     )  # fmt: skip
 
 
-def build_detector(settings: Settings, intra_op_threads: int = 1) -> Detector:
+def image_backend(settings: Settings, intra_op_threads: int = 1) -> InferenceBackend:
     """As ``models.scoring.build_backend`` serves the text models: in-process without a
     Triton URL, else Triton, with the in-process model as fallback unless disabled. Its
     own backends, since images need a longer timeout and a batch limit of 16."""
@@ -167,6 +240,11 @@ def build_detector(settings: Settings, intra_op_threads: int = 1) -> Detector:
         intra_op_threads=intra_op_threads,
     )
     if not settings.triton_url:
-        return Detector(local)
+        return local
     triton = _triton(settings.triton_url, settings.triton_protocol, settings.triton_retries)
-    return Detector(FallbackBackend(triton, local) if settings.triton_fallback else triton)
+    return FallbackBackend(triton, local) if settings.triton_fallback else triton
+
+
+def build_detector(settings: Settings, intra_op_threads: int = 1) -> Detector:
+    """NanoDet over ``image_backend``: Triton when configured, in-process otherwise."""
+    return Detector(image_backend(settings, intra_op_threads))

@@ -88,15 +88,19 @@ def test_real_footage_lands_in_frames_raw(frame_settings: Settings, camera: Path
 def test_references_go_to_frames_refs(frame_settings: Settings, camera: Path,
                                       tmp_path: Path) -> None:
     store = tmp_path / "store"
-    run = _frames(frame_settings, str(VTEST), "--camera", str(camera), "--limit", "3",
-                  "--refs", str(store))
+    store.mkdir()
+    for name in ("scenetext01.jpg", "scenetext05.jpg"):
+        (store / name).write_bytes((VTEST.parent.parent / "text" / name).read_bytes())
+    run = _frames(frame_settings, str(store), "--camera", str(camera), "--refs")
     assert run.returncode == 0, run.stderr
     messages = _read(frame_settings, VIDEO_FRAMES.name)
     records = [parse_record(orjson.loads(v)) for _, v in messages]
-    assert len(records) == 3 and not _read(frame_settings, FRAMES_RAW.name)
+    assert len(records) == 2 and not _read(frame_settings, FRAMES_RAW.name)
     for record in records:
         assert isinstance(record, VideoFrameRef)
-        assert Path(record.uri.removeprefix("file://")).is_file()
+        assert Path(record.uri.removeprefix("file://")).parent == store.resolve()
+    video = _frames(frame_settings, str(VTEST), "--camera", str(camera), "--refs")
+    assert video.returncode != 0 and "unblurred" in video.stderr
 
 
 def test_a_bad_camera_config_or_source_is_a_clear_error(frame_settings: Settings,

@@ -274,3 +274,50 @@ def _counters(metrics_url: str) -> dict[str, float]:
         ):
             counters[name] = float(line.rsplit(" ", 1)[1])
     return counters
+
+
+# ------------------------------------------------------------------ the batch tool, detect
+
+
+def _detect(args: list[str], repository: Path) -> list[dict]:
+    import json
+    import subprocess
+    import sys
+
+    from infra.worker_process import settings_env
+    from streams.settings import REPO_ROOT, Settings
+
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "detect", "--output", "-", *args],
+        env=settings_env(Settings(model_repository=repository)), capture_output=True,
+        text=True, timeout=180, cwd=REPO_ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def test_detect_command_in_process_through_triton_and_by_configuration(
+    vision_repository: Path, triton_server, tmp_path: Path
+) -> None:
+    from streams.settings import REPO_ROOT
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "bus.jpg").write_bytes(convert.Paths().photo.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\x00 binary garbage")
+    local = _detect(["--input", str(photos)], vision_repository)
+    served = _detect(["--input", str(photos), "--via", "triton",
+                      "--triton-url", triton_server.grpc_url], vision_repository)
+    configured = _detect(["--input", str(photos), "--detector",
+                          str(REPO_ROOT / "models/vision/detectors/nanodet-coco.json")],
+                         vision_repository)
+    assert [Path(r["source"]).name for r in local] == ["bus.jpg"]  # broken.jpg: a reject
+    people = [d for d in local[0]["detections"] if d["class"] == "person"]
+    assert len(people) == len(BUS_PERSONS)
+    assert [d["class"] for d in local[0]["detections"] if d["class"] != "person"] == ["bus"]
+    for other in (served, configured):
+        assert len(other) == 1
+        pairs = zip(local[0]["detections"], other[0]["detections"], strict=True)
+        for a, b in pairs:
+            assert a["class"] == b["class"] and abs(a["score"] - b["score"]) < 2e-3
+            assert max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) < 1.0

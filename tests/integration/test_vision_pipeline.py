@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from pipeline import isolated_settings
 
 from infra.worker_process import settings_env
-from models.vision import convert
+from models.vision import convert, convert_faces
 from models.vision.detector import place_in_repository
 from streams.codecs import encode_frame
 from streams.kafka_admin import client_config, create_topics, wait_until_stored
@@ -39,6 +39,7 @@ def vision_models(tmp_path_factory: pytest.TempPathFactory, trained_models) -> P
     repository = tmp_path_factory.mktemp("vision-pipeline") / "repository"
     shutil.copytree(trained_models.repository, repository)
     place_in_repository(repository, convert.build(log=lambda line: print(f"[vision] {line}")))
+    assert convert_faces.build_and_place(repository) == 0  # blurring faces in snapshots
     return repository
 
 
@@ -123,12 +124,19 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     assert people["n"] >= 2 * FRAMES and people["tracked"] >= FRAMES
     assert 2 <= people["tracks"] <= people["n"] / 4
     events = worker.query(
-        "SELECT event_id, code, source, camera_id, detected_class, confidence, district "
-        "FROM city_events WHERE source = 'camera'")
+        "SELECT event_id, code, source, camera_id, detected_class, confidence, district, "
+        "snapshot_uri FROM city_events WHERE source = 'camera'")
     assert events, "no dwell event from people staying over 4 s"
     assert {(e["code"], e["camera_id"], e["detected_class"], e["district"]) for e in events} == {
         ("D08", "cam-vtest", "person", "市南区")}
     assert all(0 < e["confidence"] <= 1 for e in events)
+    # Each event's snapshot is stored, blurred, under the snapshot directory; nothing else
+    # is written there (no raw frame).
+    snapshots = sorted((settings.var_dir / "snapshots").rglob("*.jpg"))
+    assert {e["snapshot_uri"] for e in events} <= {p.resolve().as_uri() for p in snapshots}
+    for path in snapshots:
+        image = cv2.imread(str(path))
+        assert image is not None and image.shape == (576, 768, 3)
     # One event per track: never more events than tracks.
     assert len(events) <= people["tracks"]
     decided = worker.query(

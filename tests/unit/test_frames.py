@@ -105,24 +105,30 @@ def test_frames_over_the_topic_limit_are_refused_with_the_way_out(tmp_path: Path
     report = publish_frames(str(video), opts, recorder, str, max_message_bytes=1000)
     assert report.published == 0 and len(report.refused) == 10 and not report.ok
     assert "over frames.raw's limit of 1,000" in report.refused[0]
-    assert "--refs" in report.refused[0]
+    assert "--max-width" in report.refused[0]
     shrunk = _Recorder()
     assert _publish(video, shrunk, fps=10, max_width=320).published == 10
     assert decode_frame(shrunk.sent[0][2], 1 << 20)[0]["width"] == 320
 
 
-def test_references_write_the_jpeg_and_publish_its_uri(tmp_path: Path) -> None:
-    video = _video(tmp_path / "v.avi", 10)
+def test_references_name_photos_where_they_are_and_copy_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(store / name), np.zeros((30, 40, 3), np.uint8))
+    before = sorted(tmp_path.rglob("*"))
     recorder = _Recorder()
-    report = _publish(video, recorder, fps=5, refs_dir=tmp_path / "store")
-    assert report.published == 5
+    report = _publish(store, recorder, refs=True)
+    assert report.published == 2 and sorted(tmp_path.rglob("*")) == before
     import orjson
 
-    topics = {t for t, _, _ in recorder.sent}
-    assert topics == {"t.frames.refs"}
-    record = parse_record(orjson.loads(recorder.sent[1][2]))
-    assert isinstance(record, VideoFrameRef) and record.uri.startswith("file://")
-    assert Path(record.uri.removeprefix("file://")).read_bytes()[:2] == b"\xff\xd8"
+    assert {t for t, _, _ in recorder.sent} == {"t.frames.refs"}
+    records = [parse_record(orjson.loads(v)) for _, _, v in recorder.sent]
+    assert [r.uri for r in records] == [(store / n).resolve().as_uri() for n in ("a.jpg", "b.jpg")]
+    assert all(isinstance(r, VideoFrameRef) and (r.width, r.height) == (40, 30) for r in records)
+    # A video's frames would have to be written out unblurred: refused.
+    with pytest.raises(FrameSourceError, match="unblurred"):
+        _publish(_video(tmp_path / "v.avi", 5), _Recorder(), refs=True)
 
 
 def test_a_folder_of_photos_with_a_corrupt_one(tmp_path: Path) -> None:
