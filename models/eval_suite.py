@@ -341,7 +341,10 @@ FILTER_LABELS = (
 
 def similar_markdown(doc: Mapping[str, Any]) -> str:
     res = doc["results"]
-    options: Mapping[str, Any] = res["options"]
+    options: dict[str, Any] = dict(res["options"])
+    if res.get("command"):
+        # The same embedder through the batch command and the board's SQL, from files.
+        options["citystream similar"] = res["command"]
     names = list(options)
     header = ["filters", *(f"`{n}` P@5 / R@5" for n in names)]
     rows = []
@@ -361,6 +364,12 @@ def similar_markdown(doc: Mapping[str, Any]) -> str:
         "",
         "A hit: a past case with the query's code and district.",
     ]
+    files = (res.get("command") or {}).get("files")
+    if files:
+        lines.append(
+            f"Reproduce: `citystream similar --cases {files['cases']} --input {files['off']} "
+            f"--output OUT --k {config['k']}`, then `citystream eval-check similar --cases "
+            f"{files['cases']} --truth {files['truth']} --output OUT`.")
     if res.get("skipped"):
         lines.append(f"Not run: {res['skipped']}.")
     lines += ["", _params_line(doc), ""]
@@ -466,7 +475,9 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-def run_similar(params: SimilarParams, repository: Path) -> dict[str, object]:
+def run_similar(
+    params: SimilarParams, repository: Path, run_command: RunCommand, data_dir: Path
+) -> dict[str, object]:
     from models.embedding.encode import OnnxEmbedder
     from models.embedding.evaluate import (
         EvalConfig,
@@ -508,7 +519,29 @@ def run_similar(params: SimilarParams, repository: Path) -> dict[str, object]:
         note = "USE v3 (slow: about 90 texts/s; `citystream eval --with-use`)"
         report["skipped"] = "; ".join(filter(None, [str(report.get("skipped") or ""), note]))
     report["options"] = options
+    report["command"] = similar_through_command(past, queries, decided, config, run_command,
+                                                data_dir)
     return report
+
+
+def similar_through_command(
+    past: Sequence[Any], queries: Sequence[Any], decided: Sequence[Any] | None, config: Any,
+    run_command: RunCommand, data_dir: Path,
+) -> dict[str, object]:
+    """The case embedder's figures again, through ``citystream similar`` over files (the
+    board's SQL on a fresh chDB): no filter, and dispatch's code and district."""
+    from models.embedding.evaluate import DECIDED, check_similar, write_similar_sets
+
+    paths = write_similar_sets(past, queries, decided, config, data_dir)
+    filters: dict[str, object] = {}
+    for mode in ("off", *((DECIDED,) if decided is not None else ())):
+        output = data_dir / f"similar.{mode}.found.jsonl"
+        _command(run_command, ["similar", "--cases", str(paths["cases"]), "--input",
+                               str(paths[mode]), "--output", str(output), "--k",
+                               str(config.k)])
+        filters[mode] = check_similar(paths["cases"], paths["truth"], output, config.k,
+                                      windowed=mode != "off")
+    return {"filters": filters, "files": {k: str(v) for k, v in paths.items()}}
 
 
 def _day_start_utc(day: date) -> datetime:
@@ -668,7 +701,8 @@ def run_plan(
             results = run_merge(domain, plan.merge, run_command, plan.out_dir / DATA_DIR)
         elif part == "similar":
             params = asdict(plan.similar)
-            results = run_similar(plan.similar, settings.model_repository)
+            results = run_similar(plan.similar, settings.model_repository, run_command,
+                                  plan.out_dir / DATA_DIR)
         else:
             params = plan.report.to_json()
             results = run_report(settings, domain, plan.report)

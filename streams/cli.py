@@ -516,6 +516,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval_check(args: argparse.Namespace, settings: Settings) -> int:
     """The figures of a batch command's output file against an eval truth file."""
+    from streams.batch import read_jsonl
+
     truth, output = Path(args.truth), Path(args.output)
     if args.part == "dispatch":
         from models.evaluate import check
@@ -525,10 +527,19 @@ def cmd_eval_check(args: argparse.Namespace, settings: Settings) -> int:
         from models.eval_suite import check_masking
 
         result = check_masking(truth, output)
-    else:
+    elif args.part == "merge":
         from processors.merge_eval import check_merge
 
         result = check_merge(truth, output)
+    else:
+        from models.embedding.evaluate import EvalConfig, check_similar
+
+        if not args.cases:
+            raise SystemExit("citystream eval-check similar: --cases is needed")
+        # A query line with "since" was searched in a window, as the eval's "decided" set.
+        windowed = any("since" in q for q in read_jsonl(Path(args.input))) if args.input else False
+        result = check_similar(Path(args.cases), truth, output, args.k or EvalConfig().k,
+                               windowed)
     print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0
 
@@ -733,9 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
         "eval-check merge --truth bench-results/eval-data/merge.truth.jsonl --output "
         "out.jsonl`.",
     )
-    p.add_argument("part", choices=("dispatch", "masking", "merge"))
+    p.add_argument("part", choices=("dispatch", "masking", "merge", "similar"))
     p.add_argument("--truth", required=True)
     p.add_argument("--output", required=True, help="the command's output file")
+    p.add_argument("--cases", default=None, help="similar: the past cases file")
+    p.add_argument("--input", default=None,
+                   help="similar: the queries file (with filters: recall in their window)")
+    p.add_argument("--k", type=int, default=None, help="similar: k (default 5)")
 
     add_batch_command(
         sub, "mask", "mask personal data in texts, as ingest does before storing",

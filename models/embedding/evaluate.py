@@ -428,3 +428,86 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---- the same figures from files, through `citystream similar` ------------------------------
+def write_similar_sets(
+    past: Sequence[Case], queries: Sequence[Case], decided: Sequence[Decided] | None,
+    config: EvalConfig, out_dir: Path,
+) -> dict[str, Path]:
+    """``similar.cases.jsonl`` (``--cases``), ``similar.off.jsonl`` (queries, no filter),
+    ``similar.decided.jsonl`` (queries with dispatch's code and district and the time
+    window, when ``decided``) and ``similar.truth.jsonl`` (each query's code, district
+    and window start)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / f"similar.{name}.jsonl" for name in ("cases", "off", "truth")}
+    if decided is not None:
+        paths[DECIDED] = out_dir / f"similar.{DECIDED}.jsonl"
+
+    def stamp(at: datetime) -> str:
+        return at.replace(tzinfo=UTC).isoformat()
+
+    with paths["cases"].open("w", encoding="utf-8") as f:
+        for c in past:
+            f.write(json.dumps({"id": c.case_id, "text": c.text, "time": stamp(c.reported_at),
+                                "code": c.code, "district": c.district},
+                               ensure_ascii=False) + "\n")
+    with paths["off"].open("w", encoding="utf-8") as off, \
+            paths["truth"].open("w", encoding="utf-8") as truth:
+        for q in queries:
+            off.write(json.dumps({"id": q.case_id, "text": q.text}, ensure_ascii=False) + "\n")
+            since = q.reported_at - timedelta(days=config.window_days)
+            truth.write(json.dumps({"id": q.case_id, "code": q.code, "district": q.district,
+                                    "since": stamp(since)}, ensure_ascii=False) + "\n")
+    if decided is not None:
+        with paths[DECIDED].open("w", encoding="utf-8") as f:
+            for q, (code, district) in zip(queries, decided, strict=True):
+                line: dict[str, object] = {
+                    "id": q.case_id, "text": q.text,
+                    "since": stamp(q.reported_at - timedelta(days=config.window_days))}
+                line |= {k: v for k, v in (("code", code), ("district", district)) if v}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return paths
+
+
+def check_similar(cases: Path, truth: Path, output: Path, k: int,
+                  windowed: bool) -> dict[str, float | int]:
+    """precision@k, strict precision@k and recall@k of ``citystream similar``'s output, as
+    ``metrics_at_k`` defines them: a hit is a past case of the query's code and district;
+    relevant are those the time window admits (all of them when not ``windowed``)."""
+    import bisect
+    from collections import defaultdict
+
+    from streams.batch import read_jsonl
+
+    facts = {c["id"]: (c["code"], c["district"]) for c in read_jsonl(cases)}
+    times: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in read_jsonl(cases):
+        times[(c["code"], c["district"])].append(
+            datetime.fromisoformat(c["time"]).astimezone(UTC).isoformat())
+    for stamps in times.values():
+        stamps.sort()
+    answers = {a["id"]: a["similar"] for a in read_jsonl(output)}
+    precision, strict, recall = [], [], []
+    empty = asked = 0
+    for q in read_jsonl(truth):
+        asked += 1
+        key = (q["code"], q["district"])
+        stamps = times.get(key, [])
+        relevant = len(stamps) - (bisect.bisect_left(stamps, q["since"]) if windowed else 0)
+        found = answers.get(q["id"], [])
+        if not found:
+            empty += 1
+            continue
+        hits = sum(1 for f in found if facts.get(f["id"]) == key)
+        precision.append(hits / len(found))
+        strict.append(hits / k)
+        if relevant:
+            recall.append(hits / min(k, relevant))
+    return {
+        f"precision_at_{k}": round(float(np.mean(precision)), 4) if precision else 0.0,
+        f"precision_at_{k}_strict": round(float(np.mean(strict)), 4) if strict else 0.0,
+        f"recall_at_{k}": round(float(np.mean(recall)), 4) if recall else 0.0,
+        "queries": asked,
+        "queries_without_candidates": empty,
+    }

@@ -256,3 +256,28 @@ def test_report_markdown_and_timings() -> None:
     table = timings_markdown([("masking", 0.8, "m.json"), ("report", 10.04, "r.json")])
     assert "| masking | 0.8 s | m.json |" in table
     assert "| **total** | **10.8 s** |  |" in table
+
+
+def test_similar_files_and_their_check(tmp_path) -> None:
+    from datetime import datetime
+
+    from models.embedding.evaluate import Case, EvalConfig, check_similar, write_similar_sets
+
+    t = datetime(2025, 6, 1)
+    past = [Case("p1", "路灯不亮", "E02", "市南区", t), Case("p2", "路灯坏了", "E02", "市南区", t),
+            Case("p3", "垃圾满了", "A01", "市南区", t), Case("p0", "老路灯", "E02", "市南区",
+                                                              datetime(2020, 1, 1))]
+    queries = [Case("q1", "路灯不亮了", "E02", "市南区", datetime(2026, 1, 5))]
+    paths = write_similar_sets(past, queries, [("E02", None)], EvalConfig(), tmp_path)
+    decided = [json.loads(x) for x in paths["decided"].read_text().splitlines()]
+    assert decided == [{"id": "q1", "text": "路灯不亮了", "since": "2025-01-05T00:00:00+00:00",
+                        "code": "E02"}]
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "q1", "similar": [{"id": "p1", "score": 0.9},
+                                                       {"id": "p3", "score": 0.5}]}) + "\n")
+    # In the year before the query: p1 and p2 are relevant (p0 is older); p1 is found.
+    windowed = check_similar(paths["cases"], paths["truth"], out, 2, windowed=True)
+    assert (windowed["precision_at_2"], windowed["recall_at_2"]) == (0.5, 0.5)
+    everything = check_similar(paths["cases"], paths["truth"], out, 5, windowed=False)
+    assert (everything["precision_at_5"], everything["precision_at_5_strict"],
+            everything["recall_at_5"]) == (0.5, 0.2, round(1 / 3, 4))
