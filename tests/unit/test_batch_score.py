@@ -129,3 +129,13 @@ def test_the_dispatch_eval_files_and_their_check(tmp_path):
     wrong = check(truth, out)
     assert wrong["unit_accuracy"] == 0.0 and wrong["rejected"] == len(pairs) - len(labelled) + 1
     assert len(wrong["misses"]) == len(labelled)
+
+
+def test_only_emoji_is_decided_not_rejected(domain):
+    # Ingest keeps it (it is text), so the live agent decides it; with the trained models
+    # nothing in it settles a unit and it goes to a dispatcher (low_confidence).
+    policy = DispatchPolicy(tuple(sorted(domain.event_types)), all_routes(domain), 0.5,
+                            (), (), 0.5, 0.98)
+    dispatcher = Dispatcher(domain, policy, _Nowhere(), _Scorer(policy))
+    [out] = score_lines([_line(1, id="e", text="😡😡😡")], dispatcher, _ctx(domain), NOW)
+    assert isinstance(out, dict) and out["id"] == "e" and out["district"] is None
