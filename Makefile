@@ -13,6 +13,10 @@ SAMPLE_RATE ?= 300
 SAMPLE_SPAN_HOURS ?= 24
 # Incidents reported by several people on top of the sample: duplicates for merging.
 SAMPLE_BURSTS ?= 80
+# Real footage through the vision stage (Debian's opencv-doc: people and cars on a path).
+VIDEO ?= /usr/share/doc/opencv-doc/examples/data/vtest.avi
+VIDEO_CAMERA ?= infra/cameras/vtest.json
+VIDEO_FPS ?= 5
 WEB := http://127.0.0.1:6066
 CREDENTIALS := var/local-credentials.txt
 # This run's ids (runs add up in the tables; the summary shows this one).
@@ -72,12 +76,15 @@ eval: $(MODELS) ## evaluate dispatch, masking, merging, similar cases, report ti
 	$(CITYSTREAM) eval --parts $(EVAL_PARTS) $(EVAL_FLAGS)
 
 run: export CITYSTREAM_TRITON_URL ?= $(TRITON_URL)
-run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stream, show results
+run: export CITYSTREAM_VISION_ENABLED ?= true
+run: setup system-deps $(MODELS) ## start Kafka, Triton, the worker and the vision stage, replay a sample stream and a real video, show results
 	$(CITYSTREAM) users ensure-local --credentials $(CREDENTIALS)
+	$(PY) -m models.vision.convert
 	$(CITYSTREAM) stack up
 	@mkdir -p var/sample
 	$(CITYSTREAM) sample --count $(SAMPLE_COUNT) --invalid-every 100 --run-id r$(RUN_ID) --span-hours $(SAMPLE_SPAN_HOURS) --bursts $(SAMPLE_BURSTS) --output var/sample/latest.jsonl --truth var/sample/latest.truth.jsonl
 	$(CITYSTREAM) replay var/sample/latest.jsonl --rate $(SAMPLE_RATE)
+	$(CITYSTREAM) frames $(VIDEO) --camera $(VIDEO_CAMERA) --fps $(VIDEO_FPS) --start $$(date -u -d '-90 seconds' +%Y-%m-%dT%H:%M:%S+00:00)
 	$(CITYSTREAM) wait --timeout 300
 	$(CITYSTREAM) units-feedback --truth var/sample/latest.truth.jsonl
 	$(CITYSTREAM) wait --timeout 60
@@ -88,6 +95,9 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@$(CITYSTREAM) query "SELECT count() AS reports_linked, uniqExact(case_id) AS cases, countIf(merged = 1) AS merged_into_a_case, (SELECT count() FROM hotspots) AS hotspots FROM case_links WHERE input_id LIKE 'r$(RUN_ID)-%'"
 	@$(CITYSTREAM) cases-eval --truth var/sample/latest.truth.jsonl
 	@echo
+	@$(CITYSTREAM) query "SELECT camera_id, count() AS frames, sum(length(class_name)) AS objects_seen, uniqExactArray(arrayFilter(t -> t != '', track_id)) AS objects_tracked, round(quantile(0.5)(latency_ms)) AS detector_ms_per_frame FROM frame_detections WHERE captured_at > now() - 600 GROUP BY camera_id"
+	@$(CITYSTREAM) query "SELECT e.event_id AS camera_event, e.code AS code, e.detected_class AS saw, round(e.confidence, 2) AS confidence, d.unit AS dispatched_to, d.auto AS auto, e.snapshot_uri AS blurred_snapshot FROM city_events AS e LEFT JOIN dispatch_decisions AS d ON d.input_id = e.event_id WHERE e.source = 'camera' AND e.reported_at > now() - 600 ORDER BY e.reported_at"
+	@echo
 	@echo "Decisions $(CITYSTREAM) query \"SELECT input_id, code, event_name, unit, confidence, auto FROM dispatch_decisions WHERE input_id LIKE 'r$(RUN_ID)-%' LIMIT 10\""
 	@echo "Results   (chDB, var/chdb):  $(CITYSTREAM) query \"SELECT district, count() FROM city_events GROUP BY district\""
 	@$(CITYSTREAM) report --period day --end $$(TZ=Asia/Shanghai date +%F)
@@ -96,10 +106,11 @@ run: setup $(MODELS) ## start Kafka, Triton and the worker, replay a sample stre
 	@echo "Sign in   with the accounts in $(CREDENTIALS) (made for this machine only)"
 	@echo "Metrics   $(WEB)/metrics   (health: /healthz, /readyz)"
 	@echo "Triton    http://$(TRITON_HTTP)/v2/models/dispatch_router   (metrics :8002/metrics)"
-	@echo "Logs      var/log/worker.log, var/kafka/logs/, var/triton/logs/"
+	@echo "Vision    $(CITYSTREAM) query \"SELECT * FROM vision_detections LIMIT 10\"   (snapshots: var/snapshots/, blurred)"
+	@echo "Logs      var/log/worker.log, var/log/vision.log, var/kafka/logs/, var/triton/logs/"
 	@echo "Stop      make stop"
 
-stop: setup ## stop the worker, Triton and Kafka started by make run
+stop: setup ## stop the vision stage, the worker, Triton and Kafka started by make run
 	$(CITYSTREAM) stack down
 
 status: setup ## show what is running
@@ -117,11 +128,13 @@ test-integration: setup system-deps ## integration tests only (starts Kafka and 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup $(MODELS) ## benchmarks: ingest throughput; dispatch latency Triton vs in-process; storage; batch tools (bench-results/)
+bench: setup system-deps $(MODELS) ## benchmarks: ingest; dispatch latency Triton vs in-process; storage; batch tools; vision (bench-results/)
 	$(CITYSTREAM) bench --events $(BENCH_EVENTS) --output bench-results/ingest.json
 	$(CITYSTREAM) bench-dispatch --events $(DISPATCH_BENCH_EVENTS) --rate $(DISPATCH_BENCH_RATE) --output bench-results/dispatch.json
 	$(CITYSTREAM) bench-storage --output bench-results/storage.json
 	$(CITYSTREAM) bench-batch --output bench-results/batch.json
+	$(PY) -m models.vision.convert
+	$(CITYSTREAM) bench-vision --output bench-results/vision.json
 
 clean: stop ## stop everything and delete local data (var/); keeps the Kafka download
 	rm -rf var

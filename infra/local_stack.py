@@ -1,5 +1,6 @@
 """The local stack behind ``make run`` / ``make stop``: a Kafka broker, Triton (when
-``CITYSTREAM_TRITON_URL`` names a local address) and the worker.
+``CITYSTREAM_TRITON_URL`` names a local address), the worker and, with
+``CITYSTREAM_VISION_ENABLED``, the vision stage.
 
 Everything lives under ``Settings.var_dir`` (data, logs, pid files); Kafka's jars are
 cached under ``Settings.cache_dir``. ``up`` reuses whatever is already running.
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -52,42 +54,47 @@ def _pid_alive(pid_file: Path) -> int | None:
     return pid
 
 
-def start_worker(settings: Settings, timeout_s: float = 90) -> int:
+def start_process(
+    settings: Settings, name: str, command: list[str], ready: Callable[[], bool],
+    timeout_s: float,
+) -> int:
+    """``citystream <command>`` in its own session (it survives the shell that ran `make
+    run`), its pid in <var_dir>/run/<name>.pid and its log in <var_dir>/log/<name>.log;
+    reused when already running. Returns once ``ready()`` says so."""
     run_dir = settings.var_dir / "run"
     log_dir = settings.var_dir / "log"
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    pid_file = run_dir / "worker.pid"
+    pid_file = run_dir / f"{name}.pid"
+    log_file = log_dir / f"{name}.log"
     pid = _pid_alive(pid_file)
     if pid is None:
-        log = (log_dir / "worker.log").open("ab")
+        log = log_file.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", *command],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the shell that ran `make run`
+            start_new_session=True,
         )
         pid = proc.pid
         pid_file.write_text(str(pid))
     deadline = time.monotonic() + timeout_s
-    while not worker_ready(settings):
+    while not ready():
         if _pid_alive(pid_file) is None:
-            raise RuntimeError(f"the worker exited; see {log_dir / 'worker.log'}")
+            raise RuntimeError(f"the {name} exited; see {log_file}")
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"the worker is not ready after {timeout_s}s; see {log_dir / 'worker.log'}"
-            )
+            raise RuntimeError(f"the {name} is not ready after {timeout_s}s; see {log_file}")
         time.sleep(0.5)
     return pid
 
 
-def stop_worker(settings: Settings, timeout_s: float = 30) -> bool:
-    pid_file = settings.var_dir / "run" / "worker.pid"
+def stop_process(settings: Settings, name: str, timeout_s: float = 30) -> bool:
+    pid_file = settings.var_dir / "run" / f"{name}.pid"
     pid = _pid_alive(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)  # the worker finishes its batch; unacked messages come again
+    os.kill(pid, signal.SIGTERM)  # it finishes its batch; uncommitted messages come again
     deadline = time.monotonic() + timeout_s
     while _pid_alive(pid_file) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -95,6 +102,30 @@ def stop_worker(settings: Settings, timeout_s: float = 30) -> bool:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def start_worker(settings: Settings, timeout_s: float = 90) -> int:
+    return start_process(settings, "worker", ["worker"], lambda: worker_ready(settings),
+                         timeout_s)
+
+
+def stop_worker(settings: Settings, timeout_s: float = 30) -> bool:
+    return stop_process(settings, "worker", timeout_s)
+
+
+def vision_ready(settings: Settings) -> bool:
+    """The vision stage has checked its models and joined its group (it writes this file
+    then, and removes it when it stops)."""
+    return (settings.var_dir / "run" / "vision.ready").is_file()
+
+
+def start_vision(settings: Settings, timeout_s: float = 180) -> int:
+    if _pid_alive(settings.var_dir / "run" / "vision.pid") is None:
+        # Left by a stage that was killed: not this start's readiness.
+        (settings.var_dir / "run" / "vision.ready").unlink(missing_ok=True)
+    return start_process(settings, "vision", ["vision", "--metrics-port",
+                                               str(settings.web_port + 2)],
+                         lambda: vision_ready(settings), timeout_s)
 
 
 def stack_command(action: str, settings: Settings) -> int:
@@ -112,8 +143,14 @@ def stack_command(action: str, settings: Settings) -> int:
             f"worker     pid {pid}, http://{settings.web_host}:{settings.web_port}/metrics "
             f"(log {settings.var_dir / 'log' / 'worker.log'})"
         )
+        if settings.vision_enabled:
+            pid = start_vision(settings)
+            print(f"vision     pid {pid}, http://{settings.web_host}:{settings.web_port + 2}"
+                  f"/metrics (log {settings.var_dir / 'log' / 'vision.log'})")
         return 0
     if action == "down":
+        print("vision     stopped" if stop_process(settings, "vision")
+              else "vision     was not running")
         print("worker     stopped" if stop_worker(settings) else "worker     was not running")
         triton = _triton(settings)
         if triton.pid() is not None:
@@ -127,4 +164,5 @@ def stack_command(action: str, settings: Settings) -> int:
     triton = _triton(settings)
     print(f"triton     {'ready at ' + triton.grpc_url if triton.ready else 'not running'}")
     print(f"worker     {'ready' if worker_ready(settings) else 'not ready'}")
+    print(f"vision     {'ready' if vision_ready(settings) else 'not running'}")
     return 0

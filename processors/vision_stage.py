@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,7 @@ async def run_vision_stage(
     codes: Mapping[str, str],
     snapshot: Callable[[Frame, Sequence[Any]], str | None] | None = None,
     on_batch: Callable[[Outputs, float], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Consume frames.raw until cancelled; a failure propagates (the process exits and
     its supervisor restarts it; uncommitted frames come again)."""
@@ -227,6 +229,8 @@ async def run_vision_stage(
             count = await rebuild(options, detections_topic, partitions, window, cameras,
                                   states)
             ready.set()
+            if on_ready is not None:
+                on_ready()
             log.info("vision stage: %d partitions, %d frames replayed into %d cameras' "
                      "trackers, %.2f s", len(assigned), count, len(states.values),
                      loop.time() - started)
@@ -270,6 +274,8 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
     from processors.worker import aiokafka_options
     from schemas.domain import Domain
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     domain = Domain.load(settings.domain_file)
     try:
         cameras = load_camera_configs(settings.vision_cameras_dir, domain, COCO_CLASSES)
@@ -306,16 +312,29 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
         raise SystemExit(f"citystream vision: the face detector is not ready (snapshots are "
                          f"blurred or not kept): {exc}") from exc
     store = settings.snapshot_dir or settings.var_dir / "snapshots"
+    # `citystream stack` waits for this file: the models checked, partitions assigned.
+    ready_file = settings.var_dir / "run" / "vision.ready"
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    ready_file.unlink(missing_ok=True)
     log.info("vision stage: %d cameras, detector %s, snapshots in %s", len(cameras),
              detector.name, store)
+    async def stage() -> None:
+        # SIGTERM (`make stop`, a supervisor) ends the stage like Ctrl-C: cancelled
+        # between batches' commits, the ready file removed.
+        main = asyncio.current_task()
+        if main is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+        await run_vision_stage(settings, aiokafka_options(settings), detector.detect,
+                               cameras, f"nanodet/{detector.name}", {},
+                               snapshot=snapshot_writer(store, faces.detect),
+                               on_batch=counted, on_ready=ready_file.touch)
+
     try:
-        asyncio.run(run_vision_stage(settings, aiokafka_options(settings), detector.detect,
-                                     cameras, f"nanodet/{detector.name}", {},
-                                     snapshot=snapshot_writer(store, faces.detect),
-                                     on_batch=counted))
-    except KeyboardInterrupt:
+        asyncio.run(stage())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
+        ready_file.unlink(missing_ok=True)
         detector.close()
         faces.close()
     return 0

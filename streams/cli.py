@@ -435,6 +435,12 @@ def cmd_bench_batch(args: argparse.Namespace, settings: Settings) -> int:
                        args.commands.split(",") if args.commands else None)
 
 
+def cmd_bench_vision(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.vision_bench import main as bench_vision
+
+    return bench_vision(Path(args.output), args.frames, args.photos, settings.cache_dir)
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from models.embedding.train import EmbedderTrainingConfig
     from models.train import TrainingConfig, train
@@ -714,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commands", default=None, help="e.g. mask,merge (default: all)")
     p.add_argument("--output", default="bench-results/batch.json")
 
+    p = sub.add_parser("bench-vision", help="the detector and OCR in-process and through "
+                       "Triton at batches 1, 4, 16: frames per second, latency p50/p99")
+    p.add_argument("--frames", type=int, default=96, help="vtest.avi frames for the detector")
+    p.add_argument("--photos", type=int, default=16, help="sign photos for OCR")
+    p.add_argument("--output", default="bench-results/vision.json")
+
     p = sub.add_parser("train", help="simulate history, train and calibrate the dispatch models "
                        "and the case embedder")
     p.add_argument("--records", type=int, default=24_000)
@@ -832,6 +844,7 @@ COMMANDS = {
     "bench-dispatch": cmd_bench_dispatch,
     "bench-storage": cmd_bench_storage,
     "bench-batch": cmd_bench_batch,
+    "bench-vision": cmd_bench_vision,
     "train": cmd_train,
     "eval": cmd_eval,
     "score": cmd_score,
