@@ -21,6 +21,35 @@ from schemas.errors import ErrorKind, RecordError
 from schemas.records import DetectedFrame, VideoFrameRef, parse_record, to_wire
 from streams.codecs import decode_frame
 
+# 4K UHD: a larger frame is refused before it is decoded (a 2 MB JPEG of one colour can
+# claim 20000×20000 pixels and take gigabytes to decode).
+MAX_FRAME_PIXELS = 3840 * 2160
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, without decoding; None when
+    there is none (not a JPEG, or cut short)."""
+    at = 2  # after FFD8
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF_MARKERS:
+            if at + 9 > len(data):
+                return None
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return width, height
+        if marker == 0xDA or length < 2:  # scan data before any frame header: malformed
+            return None
+        at += 2 + length
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -36,16 +65,27 @@ def read_frame(value: bytes | None, max_bytes: int) -> Frame | RecordError:
         if not isinstance(header, VideoFrameRef):
             raise RecordError(ErrorKind.WRONG_TOPIC,
                               f"a {header.kind} record in a frame envelope")
-        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode")
-        height, width = image.shape[:2]
+        size = jpeg_size(jpeg)
+        if size is None:
+            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode "
+                              "(no frame header)")
+        width, height = size
+        if width * height > MAX_FRAME_PIXELS:
+            raise RecordError(
+                ErrorKind.OVERSIZE,
+                f"frame image is {width}×{height} ({width * height:,} pixels), over the "
+                f"stage's {MAX_FRAME_PIXELS:,} (4K): larger frames are scaled down by the "
+                "camera's publisher (citystream frames --max-width)",
+            )
         if (width, height) != (header.width, header.height):
             raise RecordError(
                 ErrorKind.INVALID_FIELD,
                 f"frame image is {width}×{height}, the header says "
                 f"{header.width}×{header.height}",
             )
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode")
     except RecordError as err:
         return err
     return Frame(header, image)

@@ -1,7 +1,8 @@
 """Real footage through the whole vision path: `citystream frames` publishes vtest.avi to
 Kafka, `citystream vision` (its own process) runs the converted NanoDet, the trackers and
 a camera's zone rules, the worker stores every frame's detections and dispatches the
-camera's city events; bad frames become dead letters with their reasons."""
+camera's city events; bad frames (corrupt, oversize, unknown camera) become dead letters
+with their reasons."""
 
 from __future__ import annotations
 
@@ -80,6 +81,14 @@ def vision_process(vision_settings: Settings, tmp_path: Path) -> Iterator[subpro
     log.close()
 
 
+def _claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims ``width``×``height``."""
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
 def _frames(settings: Settings, *args: str) -> None:
     run = subprocess.run([sys.executable, "-m", "streams.cli", "frames", str(VTEST),
                           "--camera", str(settings.vision_cameras_dir / "vtest.json"), *args],
@@ -97,13 +106,16 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     worker.start()
     _frames(settings, "--fps", "5", "--limit", str(FRAMES),
             "--start", "2026-11-20T08:00:00+08:00")
-    # Bad frames: not an envelope, a JPEG that does not decode, a camera nobody set up.
+    # Bad frames: not an envelope, a JPEG that does not decode, a camera nobody set up, a
+    # JPEG claiming 20000×20000 pixels (refused before decoding).
     header = {"kind": "video_frame", "schema_version": 1, "frame_id": "x-1",
               "camera_id": "cam-vtest", "captured_at": "2026-11-20T00:00:00+00:00", "seq": 0,
               "uri": "inline", "width": 768, "height": 576}
     bad = [b"\x00not a frame", encode_frame(header, b"\xff\xd8 broken jpeg"),
            encode_frame({**header, "camera_id": "cam-nobody", "frame_id": "y-1"},
-                        cv2.imencode(".jpg", np.zeros((576, 768, 3), np.uint8))[1].tobytes())]
+                        cv2.imencode(".jpg", np.zeros((576, 768, 3), np.uint8))[1].tobytes()),
+           encode_frame({**header, "frame_id": "z-1", "width": 16000, "height": 16000},
+                        _claiming(16000, 16000))]
     producer = KafkaProducer(**client_config(settings))
     for value in bad:
         producer.send(settings.topic(FRAMES_RAW.name), key=b"cam-vtest", value=value)
@@ -146,7 +158,9 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     dead = worker.query("SELECT error_kind, reason FROM dead_letters WHERE processor = 'vision' "
                         "ORDER BY reason")
     reasons = [d["reason"] for d in dead]
-    assert len(dead) == 3, reasons
+    assert len(dead) == 4, reasons
+    assert sorted(d["error_kind"] for d in dead) == [
+        "invalid_field", "invalid_field", "malformed_json", "oversize"]
     assert any("no CSF1 envelope" in r for r in reasons)
     assert any("does not decode" in r for r in reasons)
     assert any("'cam-nobody' has no configuration" in r for r in reasons)

@@ -112,3 +112,27 @@ def test_a_rebuild_replays_published_frames_and_skips_them_after() -> None:
     again = _run([_frame(s) for s in range(5)], restarted)
     seqs = [orjson.loads(v)["seq"] for t, _, v in again.messages if t == "t.vision.detections"]
     assert seqs == [3, 4] and again.skipped == 3
+
+
+def _claiming(width: int, height: int) -> bytes:
+    """A real small JPEG whose frame header claims another size (a decompression bomb's
+    shape, without the bomb)."""
+    data = bytearray(JPEG)
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_frame_size_is_read_from_the_jpeg_header_before_decoding() -> None:
+    from processors.vision import MAX_FRAME_PIXELS, jpeg_size
+
+    assert jpeg_size(JPEG) == (160, 120)
+    assert jpeg_size(_claiming(20000, 20000)) == (20000, 20000)
+    for junk in (b"", b"\xff\xd8", b"\xff\xd8\x00\x01", b"\xff\xd8\xff\xda\x00\x02"):
+        assert jpeg_size(junk) is None
+    outputs = _run([_frame(1, jpeg=_claiming(20000, 20000)), _frame(2, jpeg=_claiming(80, 60))],
+                   CameraStates())
+    letters = _by_topic(outputs)["t.citystream.dead_letters"]
+    assert [d["error_kind"] for d in letters] == ["oversize", "invalid_field"]
+    assert f"over the stage's {MAX_FRAME_PIXELS:,}" in letters[0]["reason"]
+    assert "80×60, the header says 160×120" in letters[1]["reason"]
