@@ -8,10 +8,12 @@ same functions run in the live stage, its rebuild and the tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import cv2
 import numpy as np
@@ -19,7 +21,7 @@ import numpy as np
 from processors.tracker import Detected, FrameDetections
 from schemas.errors import ErrorKind, RecordError
 from schemas.records import DetectedFrame, VideoFrameRef, parse_record, to_wire
-from streams.codecs import decode_frame
+from streams.codecs import INLINE_URI, decode_frame, decode_json
 
 # 4K UHD: a larger frame is refused before it is decoded (a 2 MB JPEG of one colour can
 # claim 20000×20000 pixels and take gigabytes to decode).
@@ -61,33 +63,73 @@ def read_frame(value: bytes | None, max_bytes: int) -> Frame | RecordError:
     """A frames.raw message as a frame, or why it is not one (for the dead letter)."""
     try:
         raw_header, jpeg = decode_frame(value, max_bytes)
-        header = parse_record(raw_header)
-        if not isinstance(header, VideoFrameRef):
-            raise RecordError(ErrorKind.WRONG_TOPIC,
-                              f"a {header.kind} record in a frame envelope")
-        size = jpeg_size(jpeg)
-        if size is None:
-            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode "
-                              "(no frame header)")
-        width, height = size
-        if width * height > MAX_FRAME_PIXELS:
-            raise RecordError(
-                ErrorKind.OVERSIZE,
-                f"frame image is {width}×{height} ({width * height:,} pixels), over the "
-                f"stage's {MAX_FRAME_PIXELS:,} (4K): larger frames are scaled down by the "
-                "camera's publisher (citystream frames --max-width)",
-            )
-        if (width, height) != (header.width, header.height):
-            raise RecordError(
-                ErrorKind.INVALID_FIELD,
-                f"frame image is {width}×{height}, the header says "
-                f"{header.width}×{header.height}",
-            )
-        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode")
+        return _frame(raw_header, jpeg)
     except RecordError as err:
         return err
+
+
+def read_frame_ref(
+    value: bytes | None, max_bytes: int, load: Callable[[str], bytes]
+) -> Frame | RecordError:
+    """A frames.refs message (a ``video_frame`` naming its JPEG in an object store) as a
+    frame, the image fetched by ``load(uri)``; or why it is not one."""
+    try:
+        raw_header = decode_json(value, max_bytes)
+        if isinstance(raw_header, dict) and raw_header.get("uri") == INLINE_URI:
+            raise RecordError(ErrorKind.INVALID_FIELD, "an inline frame on frames.refs")
+        uri = raw_header.get("uri") if isinstance(raw_header, dict) else None
+        if not isinstance(uri, str):
+            return _frame(raw_header, b"")  # the record's own validation says what is wrong
+        try:
+            jpeg = load(uri)
+        except (OSError, ValueError) as exc:
+            raise RecordError(ErrorKind.INVALID_FIELD,
+                              f"frame image: cannot read {uri}: {exc}") from exc
+        return _frame(raw_header, jpeg)
+    except RecordError as err:
+        return err
+
+
+def load_file_uri(uri: str, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+    """An object-store reference's bytes: ``file://`` here (a bucket's client in
+    production); a file over ``max_bytes`` is refused unread."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"scheme {parsed.scheme!r} is not served here (file:// only)")
+    path = Path(unquote(parsed.path))
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{size:,} bytes, over {max_bytes:,}")
+    return path.read_bytes()
+
+
+def _frame(raw_header: object, jpeg: bytes) -> Frame:
+    header = parse_record(raw_header)
+    if not isinstance(header, VideoFrameRef):
+        raise RecordError(ErrorKind.WRONG_TOPIC, f"a {header.kind} record where a frame was due")
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise RecordError(ErrorKind.INVALID_FIELD, "frame image: not a JPEG (no FFD8 start)")
+    size = jpeg_size(jpeg)
+    if size is None:
+        raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode "
+                          "(no frame header)")
+    width, height = size
+    if width * height > MAX_FRAME_PIXELS:
+        raise RecordError(
+            ErrorKind.OVERSIZE,
+            f"frame image is {width}×{height} ({width * height:,} pixels), over the "
+            f"stage's {MAX_FRAME_PIXELS:,} (4K): larger frames are scaled down by the "
+            "camera's publisher (citystream frames --max-width)",
+        )
+    if (width, height) != (header.width, header.height):
+        raise RecordError(
+            ErrorKind.INVALID_FIELD,
+            f"frame image is {width}×{height}, the header says "
+            f"{header.width}×{header.height}",
+        )
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise RecordError(ErrorKind.INVALID_FIELD, "frame image: the JPEG does not decode")
     return Frame(header, image)
 
 

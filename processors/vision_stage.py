@@ -10,6 +10,8 @@ detector in one call; then, per frame in offset order, the camera's tracker and 
 committed. A frame's ``frame_id`` is its camera and capture time, so a frame processed
 twice (after a crash between delivery and commit) is one row downstream.
 
+It reads frames.refs too: a reference's JPEG is fetched from its uri (``file://`` here).
+
 Tracker state is rebuilt, not restored (as the case stage does): on assignment the stage
 reads back the last ``vision_rebuild_s`` of vision.detections on the same partition
 numbers (both topics are keyed by camera with as many partitions) and replays them
@@ -37,12 +39,27 @@ from processors.case_stage import (
     offsets_for_times,
     read_range,
 )
-from processors.vision import Frame, detected_frame, read_frame, replayed, tracker_input
+from processors.vision import (
+    Frame,
+    detected_frame,
+    load_file_uri,
+    read_frame,
+    read_frame_ref,
+    replayed,
+    tracker_input,
+)
 from processors.zone_rules import step_camera, to_city_event
 from schemas.errors import DeadLetter, ErrorKind, RecordError
 from schemas.records import DetectedFrame, parse_record
 from streams.codecs import decode_json, encode_json
-from streams.topics import CITY_EVENTS, DEAD_LETTERS, FRAMES_RAW, VISION_DETECTIONS, message_key
+from streams.topics import (
+    CITY_EVENTS,
+    DEAD_LETTERS,
+    FRAMES_RAW,
+    VIDEO_FRAMES,
+    VISION_DETECTIONS,
+    message_key,
+)
 
 log = logging.getLogger(__name__)
 PROCESSOR = "vision"
@@ -109,8 +126,10 @@ def process_batch(
     out: list[tuple[str, bytes | None, bytes]] = []
     dead = skipped = events = 0
     frames: list[tuple[Any, Frame]] = []
+    refs_topic = topic(VIDEO_FRAMES.name)
     for msg in messages:
-        read = read_frame(msg.value, max_bytes)
+        read = (read_frame_ref(msg.value, max_bytes, load_file_uri) if msg.topic == refs_topic
+                else read_frame(msg.value, max_bytes))
         if isinstance(read, Frame) and read.header.camera_id not in cameras:
             read = RecordError(ErrorKind.INVALID_FIELD,
                                f"camera {read.header.camera_id!r} has no configuration")
@@ -225,7 +244,7 @@ async def run_vision_stage(
         async def on_partitions_assigned(self, assigned: Any) -> None:
             ready.clear()
             started = loop.time()
-            partitions = sorted(tp.partition for tp in assigned)
+            partitions = sorted({tp.partition for tp in assigned})
             count = await rebuild(options, detections_topic, partitions, window, cameras,
                                   states)
             ready.set()
@@ -235,7 +254,9 @@ async def run_vision_stage(
                      "trackers, %.2f s", len(assigned), count, len(states.values),
                      loop.time() - started)
 
-    consumer.subscribe([settings.topic(FRAMES_RAW.name)], listener=Rebuild())
+    # Frames inline, and references to frames in an object store (4K photos).
+    consumer.subscribe([settings.topic(FRAMES_RAW.name), settings.topic(VIDEO_FRAMES.name)],
+                       listener=Rebuild())
     await producer.start()
     await consumer.start()
     try:

@@ -165,7 +165,9 @@ def stored_groups(settings: Settings) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     if settings.vision_enabled:
         # First: its city events feed the worker's agents, its detections the store.
-        groups[vision_group(settings)] = [settings.topic(FRAMES_RAW.name)]
+        groups[vision_group(settings)] = [
+            settings.topic(FRAMES_RAW.name), settings.topic(VIDEO_FRAMES.name)
+        ]
     groups[settings.consumer_group] = [settings.topic(s.name) for s in AGENT_TOPICS]
     if settings.cases_enabled:
         groups[cases_group(settings)] = [settings.topic(s.name) for s in DISPATCH_OUTPUTS]

@@ -90,7 +90,11 @@ def _claiming(width: int, height: int) -> bytes:
 
 
 def _frames(settings: Settings, *args: str) -> None:
-    run = subprocess.run([sys.executable, "-m", "streams.cli", "frames", str(VTEST),
+    _frames_of(settings, VTEST, *args)
+
+
+def _frames_of(settings: Settings, source: Path, *args: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "frames", str(source),
                           "--camera", str(settings.vision_cameras_dir / "vtest.json"), *args],
                          env=settings_env(settings), capture_output=True, text=True,
                          timeout=120, cwd=REPO_ROOT)
@@ -106,6 +110,12 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     worker.start()
     _frames(settings, "--fps", "5", "--limit", str(FRAMES),
             "--start", "2026-11-20T08:00:00+08:00")
+    # Two photos by reference (frames.refs): the stage fetches them from the store.
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("scenetext01.jpg", "scenetext05.jpg"):
+        (store / name).write_bytes((VTEST.parent.parent / "text" / name).read_bytes())
+    _frames_of(settings, store, "--refs")
     # Bad frames: not an envelope, a JPEG that does not decode, a camera nobody set up, a
     # JPEG claiming 20000×20000 pixels (refused before decoding).
     header = {"kind": "video_frame", "schema_version": 1, "frame_id": "x-1",
@@ -126,8 +136,10 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     wait_until_stored(settings, 240)
 
     frames = worker.query("SELECT count() AS n, uniqExact(seq) AS seqs, min(width) AS w, "
-                          "max(height) AS h FROM frame_detections")[0]
+                          "max(height) AS h FROM frame_detections WHERE width = 768")[0]
     assert (frames["n"], frames["seqs"], frames["w"], frames["h"]) == (FRAMES, FRAMES, 768, 576)
+    photos = worker.query("SELECT width, height FROM frame_detections WHERE width != 768")
+    assert sorted((p["width"], p["height"]) for p in photos) == [(800, 600), (1280, 960)]
     people = worker.query(
         "SELECT count() AS n, uniqExact(track_id) AS tracks, countIf(track_id != '') AS tracked "
         "FROM vision_detections WHERE class_name = 'person'")[0]

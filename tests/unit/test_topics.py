@@ -113,7 +113,7 @@ def test_stored_groups_in_pipeline_order():
     # A vision stage feeds the worker's agents (camera events) and the store: it goes first.
     vision = stored_groups(Settings(topic_prefix="t.", consumer_group="g", vision_enabled=True))
     assert list(vision) == ["g.vision", "g", "g.cases", "g.decisions"]
-    assert vision["g.vision"] == ["t.frames.raw"]
+    assert vision["g.vision"] == ["t.frames.raw", "t.frames.refs"]
 
 
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda s: s.name)

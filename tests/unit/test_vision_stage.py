@@ -136,3 +136,25 @@ def test_frame_size_is_read_from_the_jpeg_header_before_decoding() -> None:
     assert [d["error_kind"] for d in letters] == ["oversize", "invalid_field"]
     assert f"over the stage's {MAX_FRAME_PIXELS:,}" in letters[0]["reason"]
     assert "80×60, the header says 160×120" in letters[1]["reason"]
+
+
+def test_references_are_read_from_their_uri(tmp_path) -> None:
+    photo = tmp_path / "store" / "p 1.jpg"  # a space: the uri quotes it
+    photo.parent.mkdir()
+    photo.write_bytes(JPEG)
+
+    def ref(seq: int, uri: str) -> _Msg:
+        at = T0 + timedelta(seconds=seq)
+        header = {"kind": "video_frame", "schema_version": 1, "frame_id": f"cam-1-r{seq}",
+                  "camera_id": "cam-1", "captured_at": at.isoformat(), "seq": seq, "uri": uri,
+                  "width": 160, "height": 120}
+        return _Msg("t.frames.refs", 0, seq, b"cam-1", orjson.dumps(header))
+
+    outputs = _run([ref(1, photo.resolve().as_uri()), ref(2, (tmp_path / "gone.jpg").as_uri()),
+                    ref(3, "s3://bucket/x.jpg"), ref(4, "inline")], CameraStates())
+    published = _by_topic(outputs)
+    assert [f["frame_id"] for f in published["t.vision.detections"]] == ["cam-1-r1"]
+    reasons = [d["reason"] for d in published["t.citystream.dead_letters"]]
+    assert "cannot read" in reasons[0] and "No such file" in reasons[0]
+    assert "scheme 's3' is not served here" in reasons[1]
+    assert "an inline frame on frames.refs" in reasons[2]
