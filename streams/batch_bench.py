@@ -152,9 +152,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(output: Path, scale: int, only: Sequence[str] | None = None) -> int:
     cases = [c for c in DEFAULT_CASES if not only or c.command in only]
     report = bench(cases, scale)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    output.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"written: {output}")
+    from streams.bench import write_bench_report
+
+    write_bench_report(output, report, markdown(report))
     return 0

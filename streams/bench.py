@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -350,3 +351,13 @@ def run_bench(settings: Settings, events: int, output: Path) -> int:
         f"wrote {output}"
     )
     return 0 if ok else 1
+
+
+def write_bench_report(output: Path, report: Mapping[str, Any], markdown: str) -> None:
+    """A benchmark's figures as JSON and its table as markdown beside it (``.md``), the
+    table printed too."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    output.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"written: {output}")

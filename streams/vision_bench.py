@@ -11,7 +11,6 @@ be shared and noisy: read the ratios of one run.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -124,9 +123,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(output: Path, frames: int, photos: int, cache_dir: Path) -> int:
     report = bench(frames, photos, cache_dir, lambda line: print(line, file=sys.stderr))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    output.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"written: {output}")
+    from streams.bench import write_bench_report
+
+    write_bench_report(output, report, markdown(report))
     return 0

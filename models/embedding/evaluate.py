@@ -36,7 +36,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -178,8 +178,7 @@ def metrics_at_k(
     decided: Sequence[Decided] | None = None,
 ) -> dict[str, float | int]:
     """precision@k, strict precision@k and recall@k of one filter mode (module doc)."""
-    precision, strict, recall = [], [], []
-    empty = 0
+    scores = AtK(k)
     for i, (query, vector) in enumerate(zip(queries, query_vectors, strict=True)):
         filters = filters_for(query, mode, window_days, decided[i] if decided else None)
         found = rank_in_memory(vector, window, filters, k)
@@ -189,20 +188,43 @@ def metrics_at_k(
             (admitted & (window.codes == query.code) & (window.districts == query.district)).sum()
         )
         hits = sum(1 for c in found if c.code == query.code and c.district == query.district)
+        scores.add(hits, len(found), relevant)
+    return scores.result()
+
+
+@dataclass
+class AtK:
+    """precision@k (of what was found), strict precision@k (of k) and recall@k (of
+    min(k, relevant), over the queries with any relevant case), query by query."""
+
+    k: int
+    precision: list[float] = field(default_factory=list)
+    strict: list[float] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+    queries: int = 0
+    empty: int = 0
+
+    def add(self, hits: int, found: int, relevant: int) -> None:
+        self.queries += 1
         if not found:
-            empty += 1
-            continue
-        precision.append(hits / len(found))
-        strict.append(hits / k)
+            self.empty += 1
+            return
+        self.precision.append(hits / found)
+        self.strict.append(hits / self.k)
         if relevant:
-            recall.append(hits / min(k, relevant))
-    return {
-        f"precision_at_{k}": round(float(np.mean(precision)), 4) if precision else 0.0,
-        f"precision_at_{k}_strict": round(float(np.mean(strict)), 4) if strict else 0.0,
-        f"recall_at_{k}": round(float(np.mean(recall)), 4) if recall else 0.0,
-        "queries": len(queries),
-        "queries_without_candidates": empty,
-    }
+            self.recall.append(hits / min(self.k, relevant))
+
+    def result(self) -> dict[str, float | int]:
+        def mean(values: list[float]) -> float:
+            return round(float(np.mean(values)), 4) if values else 0.0
+
+        return {
+            f"precision_at_{self.k}": mean(self.precision),
+            f"precision_at_{self.k}_strict": mean(self.strict),
+            f"recall_at_{self.k}": mean(self.recall),
+            "queries": self.queries,
+            "queries_without_candidates": self.empty,
+        }
 
 
 def evaluate_vectors(
@@ -488,26 +510,11 @@ def check_similar(cases: Path, truth: Path, output: Path, k: int,
     for stamps in times.values():
         stamps.sort()
     answers = {a["id"]: a["similar"] for a in read_jsonl(output)}
-    precision, strict, recall = [], [], []
-    empty = asked = 0
+    scores = AtK(k)
     for q in read_jsonl(truth):
-        asked += 1
         key = (q["code"], q["district"])
         stamps = times.get(key, [])
         relevant = len(stamps) - (bisect.bisect_left(stamps, q["since"]) if windowed else 0)
         found = answers.get(q["id"], [])
-        if not found:
-            empty += 1
-            continue
-        hits = sum(1 for f in found if facts.get(f["id"]) == key)
-        precision.append(hits / len(found))
-        strict.append(hits / k)
-        if relevant:
-            recall.append(hits / min(k, relevant))
-    return {
-        f"precision_at_{k}": round(float(np.mean(precision)), 4) if precision else 0.0,
-        f"precision_at_{k}_strict": round(float(np.mean(strict)), 4) if strict else 0.0,
-        f"recall_at_{k}": round(float(np.mean(recall)), 4) if recall else 0.0,
-        "queries": asked,
-        "queries_without_candidates": empty,
-    }
+        scores.add(sum(1 for f in found if facts.get(f["id"]) == key), len(found), relevant)
+    return scores.result()
