@@ -58,6 +58,8 @@ from web.views import (
     similar_params,
     similar_payload,
     similar_search_sql,
+    snapshot_file,
+    snapshot_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -273,6 +275,22 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
         found = await ctx.query(sql, None)
         return _json(similar_payload(input_id, past_cases_from_rows(found.rows)))
 
+    async def snapshot(request: web.Request) -> web.StreamResponse:
+        """A camera event's blurred snapshot (``?input_id=``): the frame as the vision stage
+        stored it, faces, heads and plates obscured; only from the snapshot store."""
+        require(request, (Role.DISPATCHER, Role.ANALYST, Role.ADMIN))
+        settings = ctx.settings
+        try:
+            found = await ctx.query(snapshot_sql(request.query.get("input_id")), None)
+            if not found.rows:
+                raise RequestRefused("this report has no snapshot", 404)
+            path = snapshot_file(str(found.rows[0][0]),
+                                 settings.snapshot_dir or settings.var_dir / "snapshots")
+        except RequestRefused as exc:
+            return _error(str(exc), exc.status)
+        return web.FileResponse(path, headers={"Content-Type": "image/jpeg",
+                                               "Cache-Control": "private, max-age=3600"})
+
     async def feedback(request: web.Request) -> web.StreamResponse:
         principal = require(request, Role.DISPATCHER)
         try:
@@ -381,6 +399,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     app.router.add_get("/api/session", session)
     app.router.add_get("/api/board", board)
     app.router.add_get("/api/similar", similar)
+    app.router.add_get("/api/snapshot", snapshot)
     app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/api/city", city)
     app.router.add_get("/catalogue", catalogue)

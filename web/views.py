@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -252,6 +253,29 @@ def safe_next(target: str | None, default: str = "/board") -> str:
 
 _RECORD_ID = re.compile(RECORD_ID_PATTERN)
 _K = re.compile(r"[0-9]{1,3}")
+
+
+def snapshot_sql(input_id: str | None) -> str:
+    """``GET /api/snapshot``'s query: a camera event's stored snapshot reference."""
+    if not input_id or not _RECORD_ID.fullmatch(input_id):
+        raise RequestRefused("input_id must be a report id")
+    return (f"SELECT snapshot_uri FROM city_events WHERE event_id = '{input_id}' "
+            "AND snapshot_uri != '' LIMIT 1")
+
+
+def snapshot_file(uri: str, store: Path) -> Path:
+    """The file a snapshot uri names, only if it is a JPEG under ``store`` (the vision
+    stage's snapshot directory): nothing else on the server can be fetched this way."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise RequestRefused("the snapshot is not in this server's store", 404)
+    path = Path(unquote(parsed.path)).resolve()
+    root = store.resolve()
+    if root not in path.parents or path.suffix.lower() != ".jpg" or not path.is_file():
+        raise RequestRefused("no such snapshot", 404)
+    return path
 
 
 def similar_params(input_id: str | None, k: str | None) -> tuple[str, int]:

@@ -161,6 +161,19 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     for path in snapshots:
         image = cv2.imread(str(path))
         assert image is not None and image.shape == (576, 768, 3)
+    # The board's 现场快照 link: the dispatcher gets the stored (blurred) snapshot, a
+    # report without one is a 404, nobody signed in gets nothing.
+    from web_client import WebClient
+
+    client = WebClient(worker.url(""))
+    passwords = worker.ensure_accounts()
+    assert client.sign_in("dispatcher", passwords["dispatcher"]).status == 303
+    served = client.get(f"/api/snapshot?input_id={events[0]['event_id']}")
+    assert served.status == 200 and served.headers["Content-Type"] == "image/jpeg"
+    assert served.body == Path(events[0]["snapshot_uri"].removeprefix("file://")).read_bytes()
+    assert client.get("/api/snapshot?input_id=no-such-report").status == 404
+    assert WebClient(worker.url("")).get(
+        f"/api/snapshot?input_id={events[0]['event_id']}").status in (401, 303)
     # One event per track: never more events than tracks.
     assert len(events) <= people["tracks"]
     decided = worker.query(

@@ -278,3 +278,26 @@ def test_similar_payload_shapes_past_cases_for_the_board():
     bare = similar_payload("AP-7", past_cases_from_rows([rows[1][:10]]))
     assert "text" not in bare["cases"][0]
     assert similar_payload("AP-7", []) == {"input_id": "AP-7", "cases": []}
+
+
+def test_snapshots_are_served_only_from_the_store(tmp_path):
+    from web.views import RequestRefused, snapshot_file, snapshot_sql
+
+    store = tmp_path / "snapshots"
+    (store / "cam-1").mkdir(parents=True)
+    shot = store / "cam-1" / "cam-1-1.jpg"
+    shot.write_bytes(b"\xff\xd8")
+    (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8")
+    (store / "cam-1" / "notes.txt").write_text("x")
+    assert snapshot_file(shot.as_uri(), store) == shot.resolve()
+    for uri in ((tmp_path / "secret.jpg").as_uri(),
+                (store / "cam-1" / ".." / ".." / "secret.jpg").as_uri(),
+                (store / "cam-1" / "notes.txt").as_uri(), (store / "gone.jpg").as_uri(),
+                "s3://bucket/cam-1-1.jpg", "/etc/passwd"):
+        with pytest.raises(RequestRefused) as err:
+            snapshot_file(uri, store)
+        assert err.value.status == 404, uri
+    assert "event_id = 'v-cam-1-ab12'" in snapshot_sql("v-cam-1-ab12")
+    for bad in (None, "", "x' OR '1'='1", "a" * 65):
+        with pytest.raises(RequestRefused):
+            snapshot_sql(bad)

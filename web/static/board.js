@@ -267,6 +267,8 @@ function createEntry(item) {
   refs.status = h("span", { class: "status", "data-testid": "status" }, "待审核");
   refs.error = h("span", { class: "ri-error", role: "alert" });
   const similar = createSimilar(item.input_id);
+  // A camera's report: its blurred snapshot (faces, heads, plates obscured) as evidence.
+  refs.snapshot = h("a", { class: "snap", target: "_blank", rel: "noopener", "data-testid": "snapshot", title: "The camera frame that raised this event (blurred)", hidden: true }, "现场快照");
 
   const el = h(
     "article",
@@ -283,6 +285,7 @@ function createEntry(item) {
         h("span", { class: "prop" }, h("span", { class: "prop-label" }, "建议派往"), refs.unit),
         refs.conf,
         refs.reasons,
+        refs.snapshot,
         similar.button,
       ),
     ),
@@ -349,6 +352,8 @@ function updateEntry(entry, item, now) {
   setText(refs.meta, `${label(CHANNELS, item.channel)} · ${fmtWhen(item.received_at, now, false)} 收件 · 时限 ${fmtWhen(item.respond_by, now, false)}`);
   refs.meta.title = `收件 ${fmtFull(item.received_at)}\n时限 ${fmtFull(item.respond_by)}`;
   setText(refs.id, item.input_id);
+  refs.snapshot.hidden = item.channel !== "camera";
+  if (item.channel === "camera") refs.snapshot.href = `/api/snapshot?${new URLSearchParams({ input_id: item.input_id })}`;
   setText(refs.text, item.text || "（无文本）");
   refs.text.title = item.text || "";
   setText(refs.place, [item.district, item.street].filter(Boolean).join(" · ") || "地点未识别");
