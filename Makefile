@@ -67,6 +67,13 @@ train: setup ## simulate dispatch history, train + calibrate the models, write m
 models: setup ## fetch and convert the pretrained vision models (cached)
 	$(PY) -m models.vision.convert
 
+# The city classes (issue #9): scenes composed on package photos, NanoDet's head
+# fine-tuned for 6 more classes in a torch venv under .cache/ (5.5 GB), evaluated on
+# held-out scenes (models/vision/city.py); cached by a hash of everything it reads.
+.PHONY: models-city
+models-city: setup ## compose city scenes, fine-tune NanoDet for 6 city classes, evaluate (cached)
+	$(PY) -m models.vision.city
+
 # What `make eval` runs: dispatch (held-out simulated and hand-written reports), masking,
 # duplicate merging, similar cases, a day report's generation time. EVAL_FLAGS=--with-use
 # adds the Universal Sentence Encoder to the similar-case comparison (minutes more).

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -102,8 +103,7 @@ class DetectorConfig(BaseModel):
     @field_validator("class_names")
     @classmethod
     def _unique_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        seen: set[str] = set()
-        repeated = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
         if repeated:
             raise ValueError(f"class names repeat: {repeated}")
         if any(not n.strip() for n in names):
