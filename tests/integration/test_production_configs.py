@@ -60,6 +60,7 @@ def test_scrape_targets() -> None:
     text = (PROD / "prometheus.yml").read_text()
     assert '"worker:6066"' in text
     assert '"triton:8002"' in text
+    assert '"vision:6068"' in text
 
 
 def test_grafana_dashboard() -> None:
