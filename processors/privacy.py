@@ -49,6 +49,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from web.assets import write_atomic
+
 Box = tuple[float, float, float, float]
 
 VEHICLE_CLASSES = frozenset({"car", "truck", "bus", "motorcycle"})
@@ -301,10 +303,7 @@ def write_snapshot(redacted: RedactedImage, path: Path, quality: int = JPEG_QUAL
             f"{type(redacted).__name__}: a raw frame is never written"
         )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(redacted.to_jpeg(quality))
-    partial.replace(path)
+    write_atomic(path, redacted.to_jpeg(quality))
     return path
 
 
@@ -320,12 +319,8 @@ def store_snapshot(
 ) -> Path:
     """``snapshot``'s bytes written atomically to ``path``: how the vision stage stores a
     frame (the only way it can: it never holds the encoder of a raw frame)."""
-    jpeg = snapshot(image, faces, vehicles, text_boxes, persons, check=check)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(jpeg)
-    partial.replace(path)
+    write_atomic(path, snapshot(image, faces, vehicles, text_boxes, persons, check=check))
     return path
 
 

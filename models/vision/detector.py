@@ -12,7 +12,8 @@ Frames of several cameras go in one call as one batch (up to ``MAX_BATCH``); Tri
 dynamic batcher also merges concurrent calls (``SERVING``).
 
 ``Runner`` is the part any image model shares (the face detector,
-``models.vision.face_detector``, too): an ``ImageModel`` says how images become input
+``models.vision.face_detector``, and an operator's configured detector,
+``models.vision.detector_config``, too): an ``ImageModel`` says how images become input
 rows and rows' outputs become results; the runner sends the rows in batches through the
 backend.
 """
@@ -39,40 +40,57 @@ from models.vision.convert import MODEL_NAME, MODEL_VERSION, Paths, sha256_file
 from streams.settings import Settings
 
 MAX_BATCH = 16
-SERVING = ServingOptions(
-    max_batch_size=MAX_BATCH,
-    preferred_batch_sizes=(4, 8, 16),
-    # A frame takes 30-60 ms on a CPU core: waiting 5 ms for other cameras' frames is
-    # cheap against that and fills batches.
-    max_queue_delay_us=5000,
-)
+
+
+def image_serving(max_queue_delay_us: int) -> ServingOptions:
+    """How Triton serves one of our image models: dynamic batches of up to ``MAX_BATCH``
+    rows (cameras' frames merged), each request waiting at most ``max_queue_delay_us``
+    for others to join it."""
+    return ServingOptions(
+        max_batch_size=MAX_BATCH,
+        preferred_batch_sizes=(4, 8, 16),
+        max_queue_delay_us=max_queue_delay_us,
+    )
+
+
+# A frame takes 30-60 ms on a CPU core: waiting 5 ms for other cameras' frames is cheap
+# against that and fills batches.
+SERVING = image_serving(max_queue_delay_us=5000)
 # A batch of 16 takes about half a second on this 2-core CPU; the text models' 0.5 s
 # Triton timeout would fail every full batch.
 TRITON_TIMEOUT_S = 10.0
 
 
-def expected_model() -> ModelInfo:
-    """What the served model must be: our conversion's name, version and tensors."""
-    side = nanodet.grid_side
-    outputs = []
-    for stride in nanodet.STRIDES:
-        cells = side(stride) ** 2
-        outputs.append(
-            TensorSpec(nanodet.scores_output(stride), "FP32", (cells, nanodet.NUM_CLASSES))
-        )
-        outputs.append(
-            TensorSpec(
-                nanodet.bins_output(stride), "FP32", (cells, nanodet.EDGES * nanodet.REG_BINS)
-            )
-        )
-    size = nanodet.INPUT_SIZE
+def image_model_info(
+    name: str,
+    version: str,
+    input_name: str,
+    input_dims: tuple[int, ...],
+    outputs: Sequence[tuple[str, tuple[int, ...]]],
+) -> ModelInfo:
+    """What a served image model of ours must be: its name, version, one FP32 input of
+    ``input_dims`` and FP32 ``outputs`` (name, dims), dimensions after the batch; no
+    labels and no token sequence (what ``models.vision.convert.set_metadata`` writes)."""
     return ModelInfo(
-        name=MODEL_NAME,
-        version=MODEL_VERSION,
+        name=name,
+        version=version,
         labels=(),
         sequence_length=0,
-        inputs=(TensorSpec(nanodet.INPUT_NAME, "FP32", (3, size, size)),),
-        outputs=tuple(outputs),
+        inputs=(TensorSpec(input_name, "FP32", input_dims),),
+        outputs=tuple(TensorSpec(output, "FP32", dims) for output, dims in outputs),
+    )
+
+
+def expected_model() -> ModelInfo:
+    """What the served model must be: our conversion's name, version and tensors."""
+    size, bins = nanodet.INPUT_SIZE, nanodet.EDGES * nanodet.REG_BINS
+    outputs = []
+    for stride in nanodet.STRIDES:
+        cells = nanodet.grid_side(stride) ** 2
+        outputs.append((nanodet.scores_output(stride), (cells, nanodet.NUM_CLASSES)))
+        outputs.append((nanodet.bins_output(stride), (cells, bins)))
+    return image_model_info(
+        MODEL_NAME, MODEL_VERSION, nanodet.INPUT_NAME, (3, size, size), outputs
     )
 
 

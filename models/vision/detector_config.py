@@ -20,8 +20,9 @@ class reports. Output formats:
   box's score is objectness × class score.
 
 Decoding is pure numpy (``decode``), so each format is tested on synthetic outputs whose
-boxes are known; the runner (``ConfiguredDetector``) feeds onnxruntime or any
-``models.inference`` backend (Triton).
+boxes are known; the runner (``ConfiguredDetector``, a ``models.vision.detector.Runner``
+as NanoDet's and the face detector's are) feeds onnxruntime or any ``models.inference``
+backend (Triton).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.export import ModelInfo
+from models.vision.detector import Runner
 from models.vision.nanodet import Detection, Placement, class_nms
 
 EVENT_CODE = re.compile(r"^[A-K]\d{2}$")
@@ -313,9 +317,58 @@ def decode(
 Infer = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-class ConfiguredDetector:
+class ConfiguredModel:
+    """A configured detector as a ``models.vision.detector.ImageModel``: each image one
+    input row as the file says, the rows' outputs decoded in the file's format."""
+
+    def __init__(self, config: DetectorConfig, input_name: str) -> None:
+        self.config = config
+        self.name = config.name
+        self.input_name = input_name
+
+    def expected(self) -> ModelInfo:
+        # Our own models carry the metadata a check compares; an operator's model is
+        # described by its configuration file alone, so there is nothing to check it by.
+        raise DetectorConfigError(
+            f"{self.name}: an operator's model has no expected description to check it "
+            "against; its configuration file is all there is"
+        )
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, Any]:
+        done = [preprocess(image, self.config.input) for image in images]
+        return np.concatenate([tensor for tensor, _ in done]), [p for _, p in done]
+
+    def decode(self, outputs: Mapping[str, np.ndarray], layout: Any) -> list[list[Detection]]:
+        return [
+            decode({k: v[n] for k, v in outputs.items()}, placement, self.config)
+            for n, placement in enumerate(layout)
+        ]
+
+
+class _InferBackend:
+    """An ``Infer`` function as the ``models.inference.InferenceBackend`` a ``Runner``
+    sends its rows through (one model: the model's name is not needed)."""
+
+    def __init__(self, name: str, infer: Infer) -> None:
+        self.name = name
+        self._infer = infer
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._infer(inputs)
+
+    def check_model(self, expected: ModelInfo) -> None:
+        """Nothing to compare: ``ConfiguredModel.expected`` refuses first."""
+
+    def close(self) -> None:
+        """Nothing held: the session goes with this object, a given ``infer`` is the
+        caller's to close."""
+
+
+class ConfiguredDetector(Runner[list[Detection]]):
     """The configured model over onnxruntime in-process (default) or a given ``infer``
-    (inputs → outputs by name; e.g. ``lambda x: backend.infer(name, x)`` for Triton)."""
+    (inputs → outputs by name; e.g. ``lambda x: backend.infer(name, x)`` for Triton):
+    BGR images in, detections per image out, ``max_batch`` images a request (one at a
+    time for a model exported at batch 1)."""
 
     def __init__(
         self,
@@ -326,52 +379,50 @@ class ConfiguredDetector:
         threads: int = 1,
     ) -> None:
         self.config = config
-        self.max_batch = max_batch
-        self.input_name = config.input.name
-        self.batched = True
+        input_name, batched, name = config.input.name, True, "infer"
         if infer is None:
-            infer = self._onnxruntime(threads)
-        if self.input_name is None:
+            infer, input_name, batched = _onnxruntime(config, threads)
+            name = "onnxruntime"
+        if input_name is None:
             raise DetectorConfigError(
                 f"{config.name}: input.name is needed when an infer function is given"
             )
-        self._infer = infer
-
-    def _onnxruntime(self, threads: int) -> Infer:
-        import onnxruntime as ort  # only the in-process runner needs it
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        try:
-            session = ort.InferenceSession(
-                str(self.config.model_file), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own unrelated types)
-            raise DetectorConfigError(
-                f"{self.config.name}: onnxruntime cannot load {self.config.model_file}: {exc}"
-            ) from exc
-        first = session.get_inputs()[0]
-        self.input_name = self.input_name or first.name
-        names = [i.name for i in session.get_inputs()]
-        if self.input_name not in names:
-            raise DetectorConfigError(
-                f"{self.config.name}: the model has no input {self.input_name!r} (it has {names})"
-            )
-        # A model exported at batch 1 is fed one image at a time.
-        self.batched = not isinstance(first.shape[0], int) or first.shape[0] != 1
-        outputs = [o.name for o in session.get_outputs()]
-        return lambda feed: dict(zip(outputs, session.run(outputs, dict(feed)), strict=True))
+        super().__init__(
+            _InferBackend(name, infer),
+            ConfiguredModel(config, input_name),
+            max_batch=max_batch if batched else 1,
+        )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """BGR uint8 images → detections per image, in order."""
-        results: list[list[Detection]] = []
-        step = self.max_batch if self.batched else 1
-        for start in range(0, len(images), step):
-            done = [preprocess(image, self.config.input) for image in images[start : start + step]]
-            batch = np.concatenate([tensor for tensor, _ in done])
-            outputs = self._infer({self.input_name: batch})
-            for n, (_, placement) in enumerate(done):
-                results.append(
-                    decode({k: v[n] for k, v in outputs.items()}, placement, self.config)
-                )
-        return results
+        return self.run(images)
+
+
+def _onnxruntime(config: DetectorConfig, threads: int) -> tuple[Infer, str, bool]:
+    """The configured model file in an onnxruntime session: its infer function, the input
+    name (the configured one, else the model's first) and whether it takes batches."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(
+            str(config.model_file), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own unrelated types)
+        raise DetectorConfigError(
+            f"{config.name}: onnxruntime cannot load {config.model_file}: {exc}"
+        ) from exc
+    first = session.get_inputs()[0]
+    input_name = config.input.name or first.name
+    names = [i.name for i in session.get_inputs()]
+    if input_name not in names:
+        raise DetectorConfigError(
+            f"{config.name}: the model has no input {input_name!r} (it has {names})"
+        )
+    # A model exported at batch 1 is fed one image at a time.
+    batched = not isinstance(first.shape[0], int) or first.shape[0] != 1
+    outputs = [o.name for o in session.get_outputs()]
+
+    def infer(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, session.run(outputs, dict(feed)), strict=True))
+
+    return infer, input_name, batched

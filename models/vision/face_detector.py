@@ -20,20 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from models.export import ModelInfo, TensorSpec
+from models.export import ModelInfo
 from models.inference import InferenceBackend, OnnxRuntimeBackend
-from models.repository import ServingOptions
 from models.vision import faces
 from models.vision.convert_faces import MODEL_NAME, MODEL_VERSION
-from models.vision.detector import MAX_BATCH, Runner, _triton, image_backend
+from models.vision.detector import (
+    MAX_BATCH,
+    Runner,
+    _triton,
+    image_backend,
+    image_model_info,
+    image_serving,
+)
 from streams.settings import Settings
 
-SERVING = ServingOptions(
-    max_batch_size=MAX_BATCH,
-    preferred_batch_sizes=(4, 8, 16),
-    # A view takes about 3 ms on a CPU core: wait less than NanoDet does for more rows.
-    max_queue_delay_us=2000,
-)
+# A view takes about 3 ms on a CPU core: wait less than NanoDet does for more rows.
+SERVING = image_serving(max_queue_delay_us=2000)
 
 
 def expected_model() -> ModelInfo:
@@ -41,17 +43,10 @@ def expected_model() -> ModelInfo:
     outputs = []
     for stride, per_cell in faces.GRIDS:
         anchors = faces.anchors_of(stride, per_cell)
-        outputs.append(TensorSpec(faces.scores_output(stride), "FP32", (anchors, 1)))
-        outputs.append(TensorSpec(faces.boxes_output(stride), "FP32", (anchors, faces.REGRESSORS)))
+        outputs.append((faces.scores_output(stride), (anchors, 1)))
+        outputs.append((faces.boxes_output(stride), (anchors, faces.REGRESSORS)))
     size = faces.INPUT_SIZE
-    return ModelInfo(
-        name=MODEL_NAME,
-        version=MODEL_VERSION,
-        labels=(),
-        sequence_length=0,
-        inputs=(TensorSpec(faces.INPUT_NAME, "FP32", (size, size, 3)),),
-        outputs=tuple(outputs),
-    )
+    return image_model_info(MODEL_NAME, MODEL_VERSION, faces.INPUT_NAME, (size, size, 3), outputs)
 
 
 @dataclass(frozen=True)

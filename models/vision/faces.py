@@ -38,7 +38,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.vision.nanodet import Placement, iou
+from models.vision.nanodet import (
+    Placement,
+    cell_centres,
+    check_image,
+    check_rows,
+    iou,
+    overlaps,
+    ratio,
+)
 
 INPUT_NAME = "image"
 INPUT_SIZE = 256
@@ -101,14 +109,6 @@ class View:
 # ------------------------------------------------------------------------ preprocessing
 
 
-def _check_image(image: np.ndarray) -> tuple[int, int]:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise ValueError("an image must be a numpy uint8 array (BGR, as cv2 reads it)")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"an image must be H×W×3 BGR, got shape {image.shape}")
-    return int(image.shape[1]), int(image.shape[0])
-
-
 def _starts(length: int, side: int) -> list[int]:
     """Starts of tiles of ``side`` covering 0..length, neighbours overlapping by at least
     a quarter of a side, spread evenly."""
@@ -155,7 +155,7 @@ def to_input(canvas: np.ndarray) -> np.ndarray:
 
 def views(image: np.ndarray, tile: int | None = TILE) -> tuple[np.ndarray, list[View]]:
     """A BGR uint8 image → the input rows [V, 256, 256, 3] of its views and the views."""
-    width, height = _check_image(image)
+    width, height = check_image(image)
     rows, found = [], []
     for rect in tile_rects(width, height, tile):
         x0, y0, x1, y1 = rect
@@ -184,12 +184,10 @@ def prepare(
 
 def anchor_centres() -> np.ndarray:
     """Centres [896, 2] (x, y) in input pixels of the anchors, in output order."""
-    parts = []
-    for stride, per_cell in GRIDS:
-        side = INPUT_SIZE // stride
-        ys, xs = np.divmod(np.arange(side * side), side)
-        centres = (np.stack([xs, ys], axis=1) + 0.5) * stride
-        parts.append(np.repeat(centres, per_cell, axis=0))
+    parts = [
+        np.repeat(cell_centres(stride, INPUT_SIZE // stride), per_cell, axis=0)
+        for stride, per_cell in GRIDS
+    ]
     return np.concatenate(parts).astype(np.float64)
 
 
@@ -235,12 +233,8 @@ def candidates(
 
 def _containment(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Each of ``others``' intersection with ``box`` over the smaller of the two areas."""
-    w = (np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])).clip(0)
-    h = (np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])).clip(0)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    smaller = np.minimum(area, areas)
-    return np.where(smaller > 0, w * h / np.where(smaller > 0, smaller, 1), 0.0)
+    inter, area, areas = overlaps(box, others)
+    return ratio(inter, np.minimum(area, areas))
 
 
 def merge(
@@ -310,13 +304,7 @@ def decode_batch(
     iou_threshold: float = IOU_THRESHOLD,
 ) -> list[list[Face]]:
     """Batched outputs [R, anchors, …] of ``prepare``'s rows → faces per image."""
-    missing = [name for name in OUTPUT_NAMES if name not in outputs]
-    if missing:
-        raise ValueError(f"model outputs lack {missing}")
-    rows = {name: np.shape(outputs[name])[0] for name in OUTPUT_NAMES}
-    expected = sum(len(v) for v in per_image)
-    if set(rows.values()) != {expected}:
-        raise ValueError(f"outputs have rows {rows}, expected {expected} views")
+    check_rows(outputs, OUTPUT_NAMES, sum(len(v) for v in per_image), "views")
     results, row = [], 0
     for image_views in per_image:
         view_outputs = [

@@ -103,7 +103,8 @@ class Placement:
 # ------------------------------------------------------------------------ preprocessing
 
 
-def _check_image(image: np.ndarray) -> tuple[int, int]:
+def check_image(image: np.ndarray) -> tuple[int, int]:
+    """(width, height) of a BGR uint8 image as cv2 reads it; a ValueError for anything else."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise ValueError("an image must be a numpy uint8 array (BGR, as cv2 reads it)")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
@@ -129,7 +130,7 @@ def preprocess(image: np.ndarray, letterbox: bool = False) -> tuple[np.ndarray, 
     stretched, 221 letterboxed, over 32 frames). tests/integration/test_vision_detector.py
     checks the bus.jpg comparison.
     """
-    width, height = _check_image(image)
+    width, height = check_image(image)
     if letterbox:
         scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
         new_w = max(1, round(width * scale))
@@ -171,9 +172,10 @@ def distances(bins: np.ndarray, stride: int) -> np.ndarray:
     return probs @ np.arange(REG_BINS, dtype=np.float64) * stride
 
 
-def cell_centres(stride: int) -> np.ndarray:
-    """Centres [cells, 2] (x, y) in input pixels of a grid's cells, row by row."""
-    side = grid_side(stride)
+def cell_centres(stride: int, side: int | None = None) -> np.ndarray:
+    """Centres [cells, 2] (x, y) in input pixels of a square grid's cells, row by row: the
+    grid of ``stride`` on NanoDet's input, or of ``side`` cells a side."""
+    side = grid_side(stride) if side is None else side
     ys, xs = np.divmod(np.arange(side * side), side)
     return (np.stack([xs, ys], axis=1) + 0.5) * stride
 
@@ -219,8 +221,9 @@ def candidates(
     return boxes[finite], scores[finite], classes[finite]
 
 
-def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Intersection over union of one box (x1, y1, x2, y2) with each of ``others``."""
+def overlaps(box: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The intersection of one box (x1, y1, x2, y2) with each of ``others``, the box's
+    area and each of theirs."""
     x1 = np.maximum(box[0], others[:, 0])
     y1 = np.maximum(box[1], others[:, 1])
     x2 = np.minimum(box[2], others[:, 2])
@@ -228,8 +231,18 @@ def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return inter, area, areas
+
+
+def ratio(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """``part / whole``, 0 where ``whole`` is not positive (an empty box overlaps nothing)."""
+    return np.where(whole > 0, part / np.where(whole > 0, whole, 1), 0.0)
+
+
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box (x1, y1, x2, y2) with each of ``others``."""
+    inter, area, areas = overlaps(box, others)
+    return ratio(inter, area + areas - inter)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = IOU_THRESHOLD) -> np.ndarray:
@@ -291,12 +304,7 @@ def decode_batch(
     max_detections: int = MAX_DETECTIONS,
 ) -> list[list[Detection]]:
     """Batched outputs [N, cells, …] → detections per image, in the placements' order."""
-    missing = [name for name in OUTPUT_NAMES if name not in outputs]
-    if missing:
-        raise ValueError(f"model outputs lack {missing}")
-    rows = {name: np.shape(outputs[name])[0] for name in OUTPUT_NAMES}
-    if set(rows.values()) != {len(placements)}:
-        raise ValueError(f"outputs have rows {rows}, expected {len(placements)} images")
+    check_rows(outputs, OUTPUT_NAMES, len(placements), "images")
     return [
         decode(
             {name: outputs[name][n] for name in OUTPUT_NAMES},
@@ -307,3 +315,16 @@ def decode_batch(
         )
         for n, placement in enumerate(placements)
     ]
+
+
+def check_rows(
+    outputs: Mapping[str, np.ndarray], names: Sequence[str], expected: int, what: str
+) -> None:
+    """A ValueError unless batched ``outputs`` hold every one of ``names`` with
+    ``expected`` rows (one per input row: ``what`` they are, for the message)."""
+    missing = [name for name in names if name not in outputs]
+    if missing:
+        raise ValueError(f"model outputs lack {missing}")
+    rows = {name: np.shape(outputs[name])[0] for name in names}
+    if set(rows.values()) != {expected}:
+        raise ValueError(f"outputs have rows {rows}, expected {expected} {what}")

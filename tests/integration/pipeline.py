@@ -3,8 +3,9 @@ folder on the path, as it has no ``__init__.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -45,6 +46,25 @@ def isolated_settings(bootstrap: str, root: Path, unique: str, models: Any) -> S
         lag_poll_interval_s=1.0,
         kafka_session_timeout_s=6.0,
     )
+
+
+class _Checkable(Protocol):
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Checkable)
+
+
+def checked(model: C) -> Iterator[C]:
+    """For a fixture to ``yield from``: a detector or reader checked against the model it
+    must serve, then closed when its scope ends."""
+    try:
+        model.check()
+        yield model
+    finally:
+        model.close()
 
 
 def started_triton(home: Path, repository: Path) -> Any:

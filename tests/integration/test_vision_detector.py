@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from pipeline import started_triton
+from pipeline import checked
 
 from infra.services import free_port
 from models.inference import FallbackBackend
@@ -115,25 +115,12 @@ def vtest_frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def local(vision_repository: Path) -> Iterator[Detector]:
-    detector = in_process_detector(vision_repository)
-    detector.check()
-    yield detector
-    detector.close()
+    yield from checked(in_process_detector(vision_repository))
 
 
 @pytest.fixture(scope="module")
-def triton_server(tmp_path_factory: pytest.TempPathFactory, vision_repository: Path) -> Iterator:
-    server = started_triton(tmp_path_factory.mktemp("vision-triton"), vision_repository)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def served(triton_server) -> Iterator[Detector]:
-    detector = triton_detector(triton_server.grpc_url)
-    detector.check()
-    yield detector
-    detector.close()
+def served(vision_triton) -> Iterator[Detector]:
+    yield from checked(triton_detector(vision_triton.grpc_url))
 
 
 # ------------------------------------------------------------------------- what it sees
@@ -213,12 +200,12 @@ def test_triton_gives_the_in_process_detections(
 
 
 def test_triton_batches_concurrent_cameras(
-    local: Detector, served: Detector, triton_server, vtest_frames: list[np.ndarray]
+    local: Detector, served: Detector, vision_triton, vtest_frames: list[np.ndarray]
 ):
     """Eight cameras send one frame each at once: the dynamic batcher runs them in fewer
     executions than requests, and every camera gets its own frame's detections."""
     frames = [vtest_frames[n % 3] for n in range(8)]
-    before = _counters(triton_server.metrics_url)
+    before = _counters(vision_triton.metrics_url)
     answers: dict[int, list[Detection]] = {}
     start = threading.Barrier(len(frames))
 
@@ -234,7 +221,7 @@ def test_triton_batches_concurrent_cameras(
     assert sorted(answers) == list(range(len(frames)))
     for n, frame in enumerate(frames):
         assert_same(answers[n], local.detect([frame])[0], f"camera {n}")
-    after = _counters(triton_server.metrics_url)
+    after = _counters(vision_triton.metrics_url)
     requests = after["nv_inference_request_success"] - before["nv_inference_request_success"]
     executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
     assert requests == len(frames)
@@ -242,11 +229,11 @@ def test_triton_batches_concurrent_cameras(
 
 
 def test_the_configured_detector_uses_triton_and_falls_back_in_process(
-    local: Detector, triton_server, vision_repository: Path, bus_photo: np.ndarray
+    local: Detector, vision_triton, vision_repository: Path, bus_photo: np.ndarray
 ):
     want = local.detect([bus_photo])[0]
     up = build_detector(
-        Settings(model_repository=vision_repository, triton_url=triton_server.grpc_url)
+        Settings(model_repository=vision_repository, triton_url=vision_triton.grpc_url)
     )
     down = build_detector(
         Settings(model_repository=vision_repository, triton_url=f"127.0.0.1:{free_port()}")
@@ -297,7 +284,7 @@ def _detect(args: list[str], repository: Path) -> list[dict]:
 
 
 def test_detect_command_in_process_through_triton_and_by_configuration(
-    vision_repository: Path, triton_server, tmp_path: Path
+    vision_repository: Path, vision_triton, tmp_path: Path
 ) -> None:
     from streams.settings import REPO_ROOT
 
@@ -307,7 +294,7 @@ def test_detect_command_in_process_through_triton_and_by_configuration(
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\x00 binary garbage")
     local = _detect(["--input", str(photos)], vision_repository)
     served = _detect(["--input", str(photos), "--via", "triton",
-                      "--triton-url", triton_server.grpc_url], vision_repository)
+                      "--triton-url", vision_triton.grpc_url], vision_repository)
     configured = _detect(["--input", str(photos), "--detector",
                           str(REPO_ROOT / "models/vision/detectors/nanodet-coco.json")],
                          vision_repository)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +21,13 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from pipeline import started_triton
+from pipeline import checked
 
 from infra.services import free_port
 from infra.triton import _file_lock
 from models.inference import FallbackBackend
 from models.vision import ocr_models
+from models.vision.convert import ensure_venv
 from models.vision.ocr import OcrLine, classify_text
 from models.vision.ocr_runner import (
     OcrReader,
@@ -143,7 +143,7 @@ def signs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def ocr_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vision_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Triton model repository with ocr_det and ocr_rec (cached build)."""
     paths = ocr_models.build(log=lambda line: print(f"[ocr] {line}"))
     repository = tmp_path_factory.mktemp("ocr") / "repository"
@@ -160,38 +160,18 @@ def scenes() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def local(ocr_repository: Path) -> Iterator[OcrReader]:
-    reader = in_process_reader(ocr_repository)
-    reader.check()
-    yield reader
-    reader.close()
-
-
-@pytest.fixture(scope="module")
-def triton_server(tmp_path_factory: pytest.TempPathFactory, ocr_repository: Path) -> Iterator:
-    server = started_triton(tmp_path_factory.mktemp("ocr-triton"), ocr_repository)
-    yield server
-    server.stop()
+def local(vision_repository: Path) -> Iterator[OcrReader]:
+    yield from checked(in_process_reader(vision_repository))
 
 
 def reference_python() -> Path:
     """The throwaway venv with RapidOCR (made once; a stamp records the pins). pip takes
     the rapidocr wheel from our build's cache when it is there."""
-    python = REFERENCE_ENV / "bin" / "python"
-    stamp = REFERENCE_ENV / ".citystream-stamp"
-    wanted = f"python {sys.version.split()[0]}\n" + "\n".join(REFERENCE_PINS) + "\n"
-    with _file_lock(REFERENCE_ENV.with_suffix(".lock")):
-        if python.is_file() and stamp.is_file() and stamp.read_text() == wanted:
-            return python
-        shutil.rmtree(REFERENCE_ENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(REFERENCE_ENV)], check=True, timeout=300)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--find-links", str(ocr_models.Paths().cache), *REFERENCE_PINS],
-            check=True, timeout=1800,
+    with _file_lock(REFERENCE_ENV.with_suffix(".lock")):  # several test sessions at once
+        return ensure_venv(
+            REFERENCE_ENV, REFERENCE_PINS, "RapidOCR reference", print,
+            pip_args=("--find-links", str(ocr_models.Paths().cache)),
         )  # fmt: skip
-        stamp.write_text(wanted)
-    return python
 
 
 @pytest.fixture(scope="module")
@@ -283,12 +263,12 @@ def test_same_lines_as_rapidocr_itself(
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_triton_reads_the_same_lines_as_in_process(
     local: OcrReader,
-    triton_server,
+    vision_triton,
     protocol: str,
     scenes: dict[str, np.ndarray],
     signs: dict[str, Path],
 ):
-    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    url = vision_triton.grpc_url if protocol == "grpc" else vision_triton.http_url
     served = triton_reader(url, protocol)
     try:
         served.check()
@@ -303,14 +283,14 @@ def test_triton_reads_the_same_lines_as_in_process(
 
 
 def test_triton_batches_concurrent_cameras(
-    local: OcrReader, triton_server, signs: dict[str, Path]
+    local: OcrReader, vision_triton, signs: dict[str, Path]
 ):
     """Four cameras send a frame of the same size at once: the detector runs fewer
     executions than requests, and every camera gets its own frame's lines."""
     frames = [read_image(signs[name]) for name in ("small_ad", "banner", "hall", "small_ad")]
     want = local.read_many(frames)
-    served = triton_reader(triton_server.grpc_url)
-    requests_before, executions_before = _counts(triton_server.grpc_url, "ocr_det")
+    served = triton_reader(vision_triton.grpc_url)
+    requests_before, executions_before = _counts(vision_triton.grpc_url, "ocr_det")
     answers: dict[int, list[OcrLine]] = {}
     start = threading.Barrier(len(frames))
 
@@ -329,19 +309,21 @@ def test_triton_batches_concurrent_cameras(
     assert sorted(answers) == list(range(len(frames)))
     for n in range(len(frames)):
         assert_same_lines(answers[n], want[n], f"camera {n}")
-    requests_after, executions_after = _counts(triton_server.grpc_url, "ocr_det")
+    requests_after, executions_after = _counts(vision_triton.grpc_url, "ocr_det")
     assert requests_after - requests_before == len(frames)
     assert executions_after - executions_before < len(frames)
 
 
 def test_the_configured_reader_uses_triton_and_falls_back_in_process(
-    local: OcrReader, triton_server, ocr_repository: Path, signs: dict[str, Path]
+    local: OcrReader, vision_triton, vision_repository: Path, signs: dict[str, Path]
 ):
     image = read_image(signs["small_ad"])
     want = local.read(image)
-    up = build_reader(Settings(model_repository=ocr_repository, triton_url=triton_server.grpc_url))
+    up = build_reader(
+        Settings(model_repository=vision_repository, triton_url=vision_triton.grpc_url)
+    )
     down = build_reader(
-        Settings(model_repository=ocr_repository, triton_url=f"127.0.0.1:{free_port()}")
+        Settings(model_repository=vision_repository, triton_url=f"127.0.0.1:{free_port()}")
     )
     try:
         for reader in (up, down):
@@ -374,8 +356,8 @@ def _counts(grpc_url: str, model: str) -> tuple[int, int]:
 @pytest.mark.parametrize("via", ["onnx", "triton"])
 def test_the_ocr_command_over_a_folder(
     via: str,
-    ocr_repository: Path,
-    triton_server,
+    vision_repository: Path,
+    vision_triton,
     signs: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -386,9 +368,9 @@ def test_the_ocr_command_over_a_folder(
     for path in signs.values():
         shutil.copy(path, folder / path.name)
     (folder / "broken.jpg").write_bytes(b"not an image")
-    monkeypatch.setenv("CITYSTREAM_MODEL_REPOSITORY", str(ocr_repository))
+    monkeypatch.setenv("CITYSTREAM_MODEL_REPOSITORY", str(vision_repository))
     out = tmp_path / "ocr.jsonl"
-    route = ["--via", "triton", "--triton-url", triton_server.grpc_url] if via == "triton" else []
+    route = ["--via", "triton", "--triton-url", vision_triton.grpc_url] if via == "triton" else []
     assert ocr_cli.main(["--input", str(folder), "--output", str(out), *route]) == 0
     answers = {Path(a["source"]).stem: a for a in map(json.loads, out.read_text().splitlines())}
     assert sorted(answers) == ["banner", "hall", "small_ad"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from pipeline import started_triton
+from pipeline import checked
 
 from models.vision import convert, convert_faces
 from models.vision.detector import Detector, in_process_detector, place_in_repository
@@ -76,7 +76,7 @@ def haar_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vision_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Triton model repository with NanoDet and BlazeFace (cached conversions)."""
     log = lambda line: print(f"[vision] {line}")  # noqa: E731
     nanodet, blazeface = convert.build(log=log), convert_faces.build(log=log)
@@ -87,7 +87,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def photos(repository: Path) -> dict[str, np.ndarray]:
+def photos(vision_repository: Path) -> dict[str, np.ndarray]:
     paths = {
         "hopper": convert_faces.FacePaths().photo,
         "messi5": OPENCV_DOC / "examples" / "data" / "messi5.jpg",
@@ -106,30 +106,18 @@ def photos(repository: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def local(repository: Path) -> Iterator[FaceDetector]:
-    detector = in_process_face_detector(repository)
-    detector.check()
-    yield detector
-    detector.close()
+def local(vision_repository: Path) -> Iterator[FaceDetector]:
+    yield from checked(in_process_face_detector(vision_repository))
 
 
 @pytest.fixture(scope="module")
-def objects(repository: Path) -> Iterator[Detector]:
-    detector = in_process_detector(repository)
-    yield detector
-    detector.close()
+def objects(vision_repository: Path) -> Iterator[Detector]:
+    yield from checked(in_process_detector(vision_repository))
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, repository: Path) -> Iterator[FaceDetector]:
-    server = started_triton(tmp_path_factory.mktemp("privacy-triton"), repository)
-    detector = triton_face_detector(server.grpc_url)
-    try:
-        detector.check()
-        yield detector
-    finally:
-        detector.close()
-        server.stop()
+def served(vision_triton) -> Iterator[FaceDetector]:
+    yield from checked(triton_face_detector(vision_triton.grpc_url))
 
 
 # ------------------------------------------------------------------------- the model
@@ -176,7 +164,7 @@ def test_triton_gives_the_in_process_faces(
 
 
 def test_small_faces_are_found_in_a_large_frame_through_the_tiles(
-    local: FaceDetector, repository: Path, photos: dict[str, np.ndarray]
+    local: FaceDetector, vision_repository: Path, photos: dict[str, np.ndarray]
 ):
     """Grace Hopper's face shrunk to 20 px on a 1280×720 street (opencv-doc's leuvenA):
     the whole view alone (4 input pixels) misses it, a 512-pixel tile (10) finds it."""
@@ -190,7 +178,7 @@ def test_small_faces_are_found_in_a_large_frame_through_the_tiles(
              400 + face[3] * scale)  # fmt: skip
     [found] = local.detect([frame])
     assert [iou(f.box, where) >= 0.3 for f in found] == [True], (where, found)
-    whole_only = in_process_face_detector(repository, FaceModel(tile=None))
+    whole_only = in_process_face_detector(vision_repository, FaceModel(tile=None))
     try:
         assert whole_only.detect([frame]) == [[]]
     finally:

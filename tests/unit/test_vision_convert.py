@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -29,6 +28,7 @@ from models.vision.convert import (
     recipe,
 )
 from tests.unit.test_web_assets import make_tarball
+from tests.unit.vision_onnx import session, tf2onnx_like_model
 from web.assets import AssetError
 
 WIDTH = {"scores": nanodet.NUM_CLASSES, "bins": nanodet.EDGES * nanodet.REG_BINS}
@@ -77,16 +77,10 @@ def tf2onnx_like_graph(seed: int = 0, reverse: bool = False) -> tuple[onnx.Model
                                              "Reshape", "Transpose"].index(n.op_type))  # fmt: skip
         for node in nodes:
             node.name = f"renamed_{node.output[0]}"
-    graph = helper.make_graph(
-        nodes,
-        "tfjs_model",
-        [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 3, 416, 416])],
-        outputs,
-        inits,
+    model = tf2onnx_like_model(
+        nodes, "input_1:0", [1, 3, 416, 416], outputs, inits,
         doc_string="converted from /some/absolute/path/nanodet.json",
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
+    )  # fmt: skip
     return model, shapes
 
 
@@ -97,10 +91,6 @@ def patched(seed: int = 0, reverse: bool = False) -> onnx.ModelProto:
     canonicalise(model.graph)
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def images(n: int) -> np.ndarray:
@@ -308,3 +298,55 @@ def test_a_current_build_is_not_made_again(tmp_path, monkeypatch):
     assert convert.build(tmp_path, log=said.append) == paths.model
     assert said == [f"models/build/vision/nanodet.onnx is up to date ({convert.MODEL_VERSION}); "
                     "nothing to do"]  # fmt: skip
+
+
+# ------------------------------------------------- the steps the other builds share
+
+
+def test_a_venv_is_made_once_and_again_when_its_pins_change(tmp_path, monkeypatch):
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], what: str, timeout_s: float, hint: str = "") -> None:
+        ran.append(argv)
+        if argv[1:3] == ["-m", "venv"]:
+            (Path(argv[3]) / "bin").mkdir(parents=True)
+            (Path(argv[3]) / "bin" / "python").write_text("")
+
+    monkeypatch.setattr(convert, "_run", fake_run)
+    env = tmp_path / "env"
+    python = convert.ensure_venv(env, ["a==1"], "test", log=lambda _: None, pip_args=["-q"])
+    assert python == env / "bin" / "python"
+    assert ran[1][-2:] == ["-q", "a==1"]  # pip install, the extra arguments before the pins
+    assert convert.ensure_venv(env, ["a==1"], "test", log=lambda _: None) == python
+    assert len(ran) == 2  # the stamp matched: nothing made
+    convert.ensure_venv(env, ["a==2"], "test", log=lambda _: None)
+    assert len(ran) == 4
+
+
+def test_a_downloaded_wheel_must_be_the_pinned_one(tmp_path, monkeypatch):
+    def fake_pip(argv: list[str], what: str, timeout_s: float, hint: str = "") -> None:
+        (Path(argv[argv.index("-d") + 1]) / "x-1-py3-none-any.whl").write_bytes(b"wheel")
+
+    monkeypatch.setattr(convert, "_run", fake_pip)
+    pinned = hashlib.sha256(b"wheel").hexdigest()
+    wheel = convert.download_wheel("x==1", pinned, tmp_path)
+    assert wheel.read_bytes() == b"wheel"
+    with pytest.raises(ConversionError, match="x==1 wheel is not the pinned one"):
+        convert.download_wheel("x==1", "0" * 64, tmp_path)
+
+
+def test_a_cached_build_runs_under_its_lock_only_when_not_current(tmp_path):
+    said: list[str] = []
+    made: list[str] = []
+
+    def build(current: bool, force: bool = False) -> str:
+        return convert.build_cached(
+            tmp_path / "out" / "model.onnx", "v1", current=lambda: current,
+            make=lambda: made.append("made") or "new", done="old",
+            lock=tmp_path / "build.lock", root=tmp_path, force=force, log=said.append,
+        )  # fmt: skip
+
+    assert build(current=True) == "old" and not made
+    assert said == ["out/model.onnx is up to date (v1); nothing to do"]
+    assert build(current=False) == "new" and made == ["made"]
+    assert build(current=True, force=True) == "new" and len(made) == 2

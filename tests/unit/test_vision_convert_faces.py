@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -22,6 +21,7 @@ from models.vision.convert_faces import (
     make_batch_dynamic,
     patch_tfjs,
 )
+from tests.unit.vision_onnx import run_all, tf2onnx_like_model
 
 # (stride, anchors per cell, width) of each output, as the TF.js signature names them.
 HEADS = {
@@ -62,33 +62,20 @@ def tf2onnx_like_graph(seed: int = 0) -> onnx.ModelProto:
             helper.make_node("Reshape", [f"t{k}", f"s{k}"], [name]),
         ]  # fmt: skip
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    graph = helper.make_graph(
-        nodes,
-        "tf2onnx",
-        [helper.make_tensor_value_info("input:0", TensorProto.FLOAT, [1, 256, 256, 3])],
-        outputs,
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
-def run(model: onnx.ModelProto, batch: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch}), strict=True))
+    return tf2onnx_like_model(nodes, "input:0", [1, 256, 256, 3], outputs, inits)
 
 
 def test_the_patched_graph_takes_any_batch_under_our_names():
     model = tf2onnx_like_graph()
     one = np.random.default_rng(1).uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
-    before = run(model, one)
+    before = run_all(model, one)
     assert make_batch_dynamic(model) == 4
     names = declare_tensors(model, signature())
     onnx.checker.check_model(model, full_check=True)
     assert [o.name for o in model.graph.output] == list(faces.OUTPUT_NAMES)
     assert names["Identity_3:0"] == "boxes_32" and names["input:0"] == "image"
     batch = np.concatenate([one, np.zeros_like(one), one])
-    after = run(model, batch)
+    after = run_all(model, batch)
     for original, ours in names.items():
         if ours != faces.INPUT_NAME:
             assert after[ours].shape[0] == 3
