@@ -269,6 +269,15 @@ class TrackerSettings(_Frozen):
         return class_name  # a class no group names is tracked on its own
 
 
+class OcrSettings(_Frozen):
+    """Reading what is written in view (small ads B01, banners B02): one frame every
+    ``every_seconds`` (OCR takes about a second a frame on a CPU core), and one event per
+    code per ``cooldown_seconds`` (a poster stays up for days)."""
+
+    every_seconds: Annotated[float, Field(gt=0)] = 60.0
+    cooldown_seconds: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class CameraConfig(_Frozen):
     camera_id: RecordId
     location: CameraLocation = CameraLocation()
@@ -279,6 +288,7 @@ class CameraConfig(_Frozen):
     rules: Annotated[tuple[Rule, ...], Field(max_length=64)] = ()
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
     tracker: TrackerSettings = TrackerSettings()
+    ocr: OcrSettings | None = None  # None: this camera's frames are not read
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> CameraConfig:

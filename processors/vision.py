@@ -175,3 +175,37 @@ def replayed(record: DetectedFrame) -> FrameDetections:
     found = [Detected(tuple(d.box), d.class_name, d.score) for d in record.detections]
     return FrameDetections(record.camera_id, record.captured_at, record.seq, record.width,
                            record.height, tuple(found))
+
+
+# ---- what is written in view: small ads (B01) and banners (B02) ------------------------------
+TEXT_CODES = (("small_ad", "B01", "非法小广告"), ("banner", "B02", "未经审批的横幅"))
+
+
+@dataclass(frozen=True, slots=True)
+class TextFinding:
+    """What a camera's frame says, read and judged (``models.vision.ocr.classify_text``):
+    whether it is a small ad, a banner, the evidence (numbers masked) and the lines'
+    mean confidence."""
+
+    small_ad: bool
+    banner: bool
+    evidence: tuple[str, ...]
+    confidence: float
+
+
+def text_event_ids(camera_id: str, captured_at: datetime, cooldown_s: float,
+                   finding: TextFinding) -> list[tuple[str, str, str, str]]:
+    """(event id, code, class, what it is) for each kind the frame shows. The id names
+    the camera, the code and the cooldown period the frame falls in: the same poster seen
+    all day is one event per period, and a frame read twice (a restart) the same one."""
+    bucket = int(captured_at.timestamp() // cooldown_s)
+    return [
+        (f"v-{camera_id[:24]}-{code}-{bucket}", code, kind, words)
+        for kind, code, words in TEXT_CODES
+        if getattr(finding, kind)
+    ]
+
+
+def text_description(camera_id: str, words: str, finding: TextFinding) -> str:
+    evidence = "；".join(finding.evidence[:4])
+    return f"摄像头{camera_id}识别到{words}" + (f"（{evidence}）" if evidence else "")

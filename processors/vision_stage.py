@@ -41,14 +41,17 @@ from processors.case_stage import (
 )
 from processors.vision import (
     Frame,
+    TextFinding,
     detected_frame,
     load_file_uri,
     read_frame,
     read_frame_ref,
     replayed,
+    text_description,
+    text_event_ids,
     tracker_input,
 )
-from processors.zone_rules import step_camera, to_city_event
+from processors.zone_rules import camera_event, step_camera, to_city_event
 from schemas.errors import DeadLetter, ErrorKind, RecordError
 from schemas.records import DetectedFrame, parse_record
 from streams.codecs import decode_json, encode_json
@@ -72,6 +75,10 @@ class CameraStates:
 
     values: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     published: set[str] = field(default_factory=set)
+    # OCR: when each camera was last read (epoch ms), and the text events raised (their
+    # ids name the cooldown period; after a restart a repeat has the same id).
+    read_at: dict[str, int] = field(default_factory=dict)
+    text_events: set[str] = field(default_factory=set)
 
     def forget(self) -> None:
         self.values.clear()
@@ -120,6 +127,7 @@ def process_batch(
     codes: Mapping[str, str],
     snapshot: Callable[[Frame, Sequence[Any]], str | None] | None = None,
     max_bytes: int = FRAMES_RAW.max_message_bytes,
+    read_text: Callable[[Any], TextFinding] | None = None,
 ) -> Outputs:
     """One fetched batch: frames read, detected in one call, tracked and ruled in order."""
     now = datetime.now(UTC)
@@ -166,7 +174,43 @@ def process_batch(
             out.append((topic(CITY_EVENTS.name), message_key(CITY_EVENTS, wire),
                         encode_json(wire)))
             events += 1
+        for wire in text_events(frame, found, camera, states, read_text, snapshot):
+            out.append((topic(CITY_EVENTS.name), message_key(CITY_EVENTS, wire),
+                        encode_json(wire)))
+            events += 1
     return Outputs(out, len(frames), dead, events, skipped)
+
+
+def text_events(
+    frame: Frame, found: Sequence[Any], camera: CameraConfig, states: CameraStates,
+    read_text: Callable[[Any], TextFinding] | None,
+    snapshot: Callable[[Frame, Sequence[Any]], str | None] | None,
+) -> list[dict[str, Any]]:
+    """Small ads (B01) and banners (B02) in view, for a camera that reads its frames
+    (``camera.ocr``): one frame per ``every_seconds``, one event per code and cooldown
+    period."""
+    header = frame.header
+    at_ms = int(header.captured_at.timestamp() * 1000)
+    last = states.read_at.get(header.camera_id)
+    if (camera.ocr is None or read_text is None
+            or (last is not None and 0 <= at_ms - last < camera.ocr.every_seconds * 1000)):
+        return []
+    states.read_at[header.camera_id] = at_ms
+    finding = read_text(frame.image)
+    out = []
+    for event_id, code, kind, words in text_event_ids(
+        header.camera_id, header.captured_at, camera.ocr.cooldown_seconds, finding
+    ):
+        if event_id in states.text_events:
+            continue
+        states.text_events.add(event_id)
+        uri = snapshot(frame, found) if snapshot is not None else None
+        out.append(camera_event(
+            camera, event_id=event_id, at=header.captured_at,
+            description=text_description(header.camera_id, words, finding), code=code,
+            detected_class=kind, confidence=finding.confidence, snapshot_uri=uri,
+        ))
+    return out
 
 
 async def rebuild(
@@ -212,6 +256,7 @@ async def run_vision_stage(
     snapshot: Callable[[Frame, Sequence[Any]], str | None] | None = None,
     on_batch: Callable[[Outputs, float], None] | None = None,
     on_ready: Callable[[], None] | None = None,
+    read_text: Callable[[Any], TextFinding] | None = None,
 ) -> None:
     """Consume frames.raw until cancelled; a failure propagates (the process exits and
     its supervisor restarts it; uncommitted frames come again)."""
@@ -270,7 +315,7 @@ async def run_vision_stage(
             started = time.perf_counter()
             outputs = await loop.run_in_executor(
                 executor, process_batch, messages, detect, cameras, states, settings.topic,
-                model, codes, snapshot,
+                model, codes, snapshot, FRAMES_RAW.max_message_bytes, read_text,
             )
             deliveries = [await producer.send(t, value=v, key=k) for t, k, v in outputs.messages]
             await asyncio.gather(*deliveries)  # delivered before the offsets move
@@ -332,6 +377,9 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
     except (BackendUnavailable, ModelMismatch) as exc:
         raise SystemExit(f"citystream vision: the face detector is not ready (snapshots are "
                          f"blurred or not kept): {exc}") from exc
+    read_text = None
+    if any(c.ocr is not None for c in cameras.values()):
+        read_text = text_reader(settings)
     store = settings.snapshot_dir or settings.var_dir / "snapshots"
     # `citystream stack` waits for this file: the models checked, partitions assigned.
     ready_file = settings.var_dir / "run" / "vision.ready"
@@ -348,7 +396,8 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
         await run_vision_stage(settings, aiokafka_options(settings), detector.detect,
                                cameras, f"nanodet/{detector.name}", {},
                                snapshot=snapshot_writer(store, faces.detect),
-                               on_batch=counted, on_ready=ready_file.touch)
+                               on_batch=counted, on_ready=ready_file.touch,
+                               read_text=read_text)
 
     try:
         asyncio.run(stage())
@@ -359,6 +408,30 @@ def serve(settings: Any, metrics_port: int | None = None) -> int:
         detector.close()
         faces.close()
     return 0
+
+
+def text_reader(settings: Any) -> Callable[[Any], TextFinding]:
+    """PP-OCR (Triton when configured, checked at start-up) and the small-ad/banner
+    lexicon, for the cameras that read their frames."""
+    from models.inference import BackendUnavailable, ModelMismatch
+    from models.vision.ocr import classify_text
+    from models.vision.ocr_runner import build_reader
+
+    try:
+        reader = build_reader(settings)
+        reader.check()
+    except (FileNotFoundError, BackendUnavailable, ModelMismatch) as exc:
+        raise SystemExit(f"citystream vision: OCR is not ready (a camera reads its "
+                         f"frames): {exc}") from exc
+
+    def read(image: Any) -> TextFinding:
+        lines = reader.read(image)
+        verdict = classify_text(lines)
+        confidence = sum(line.score for line in lines) / len(lines) if lines else 0.0
+        return TextFinding(verdict.small_ad, verdict.banner, tuple(verdict.evidence),
+                           confidence)
+
+    return read
 
 
 def snapshot_writer(

@@ -320,15 +320,26 @@ def to_city_event(
     """The ``city_event`` wire record for the dispatch path, validated (a record made here
     is never a dead letter): the camera's place, the problem in words, the camera's
     evidence (class, confidence, the blurred snapshot)."""
+    return camera_event(camera, event_id=event.event_id, at=event.at,
+                        description=describe(event, camera), code=event.code,
+                        detected_class=event.class_name, confidence=event.confidence,
+                        snapshot_uri=snapshot_uri)
+
+
+def camera_event(
+    camera: CameraConfig, *, event_id: str, at: datetime, description: str,
+    code: str | None, detected_class: str, confidence: float, snapshot_uri: str | None,
+) -> dict[str, Any]:
+    """A camera's ``city_event``: its place from the configuration, its evidence."""
     loc = camera.location
     record: dict[str, Any] = {
-        "kind": "city_event", "schema_version": 1, "event_id": event.event_id,
-        "source": "camera", "reported_at": event.at.isoformat(),
-        "description": describe(event, camera), "code": event.code,
+        "kind": "city_event", "schema_version": 1, "event_id": event_id,
+        "source": "camera", "reported_at": at.isoformat(),
+        "description": description, "code": code,
         "district": loc.district, "street": loc.street, "road": loc.road,
         "address": loc.address, "location_type": loc.location_type,
         "lon": loc.lon, "lat": loc.lat,
-        "camera_id": camera.camera_id, "detected_class": event.class_name,
-        "confidence": event.confidence, "snapshot_uri": snapshot_uri,
+        "camera_id": camera.camera_id, "detected_class": detected_class,
+        "confidence": round(confidence, 4), "snapshot_uri": snapshot_uri,
     }  # fmt: skip
     return to_wire(CityEvent.model_validate({k: v for k, v in record.items() if v is not None}))

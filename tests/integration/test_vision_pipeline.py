@@ -22,8 +22,9 @@ from kafka import KafkaProducer
 from pipeline import isolated_settings
 
 from infra.worker_process import settings_env
-from models.vision import convert, convert_faces
+from models.vision import convert, convert_faces, ocr_models
 from models.vision.detector import place_in_repository
+from models.vision.ocr_runner import place_in_repository as place_ocr
 from streams.codecs import encode_frame
 from streams.kafka_admin import client_config, create_topics, wait_until_stored
 from streams.settings import REPO_ROOT, Settings
@@ -41,6 +42,8 @@ def vision_models(tmp_path_factory: pytest.TempPathFactory, trained_models) -> P
     shutil.copytree(trained_models.repository, repository)
     place_in_repository(repository, convert.build(log=lambda line: print(f"[vision] {line}")))
     assert convert_faces.build_and_place(repository) == 0  # blurring faces in snapshots
+    ocr_models.build()
+    place_ocr(repository)  # reading signs, for the camera that reads
     return repository
 
 
@@ -54,6 +57,10 @@ def _camera(cameras: Path) -> None:
     config["rules"] = [{"name": "square.loitering", "zone": "square", "kind": "dwell",
                         "classes": ["person"], "min_seconds": 4, "code": "D08"}]
     (cameras / "vtest.json").write_text(json.dumps(config, ensure_ascii=False))
+    # A camera on a street wall that reads what is posted there (no zones).
+    sign = {"camera_id": "cam-wall", "location": config["location"],
+            "reference_size": [800, 600], "ocr": {"every_seconds": 1}}
+    (cameras / "wall.json").write_text(json.dumps(sign, ensure_ascii=False))
 
 
 @pytest.fixture
@@ -93,9 +100,9 @@ def _frames(settings: Settings, *args: str) -> None:
     _frames_of(settings, VTEST, *args)
 
 
-def _frames_of(settings: Settings, source: Path, *args: str) -> None:
+def _frames_of(settings: Settings, source: Path, *args: str, camera: str = "vtest.json") -> None:
     run = subprocess.run([sys.executable, "-m", "streams.cli", "frames", str(source),
-                          "--camera", str(settings.vision_cameras_dir / "vtest.json"), *args],
+                          "--camera", str(settings.vision_cameras_dir / camera), *args],
                          env=settings_env(settings), capture_output=True, text=True,
                          timeout=120, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr
@@ -116,6 +123,16 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     for name in ("scenetext01.jpg", "scenetext05.jpg"):
         (store / name).write_bytes((VTEST.parent.parent / "text" / name).read_bytes())
     _frames_of(settings, store, "--refs")
+    # A small-ad slip posted on a street wall, seen by the camera that reads.
+    from test_vision_ocr import STREET, put_up, render
+
+    wall = tmp_path / "wall"
+    wall.mkdir()
+    slip = render(["办证 刻章", "13912345678"], (330, 150), (245, 245, 240), (20, 20, 20), 40)
+    street = cv2.imread(str(STREET))
+    cv2.imwrite(str(wall / "wall.jpg"), cv2.resize(put_up(street, slip, (60, 80), 4.0),
+                                                   (800, 600)))
+    _frames_of(settings, wall, camera="wall.json")
     # Bad frames: not an envelope, a JPEG that does not decode, a camera nobody set up, a
     # JPEG claiming 20000×20000 pixels (refused before decoding).
     header = {"kind": "video_frame", "schema_version": 1, "frame_id": "x-1",
@@ -136,9 +153,11 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     wait_until_stored(settings, 240)
 
     frames = worker.query("SELECT count() AS n, uniqExact(seq) AS seqs, min(width) AS w, "
-                          "max(height) AS h FROM frame_detections WHERE width = 768")[0]
+                          "max(height) AS h FROM frame_detections WHERE width = 768 "
+                          "AND camera_id = 'cam-vtest'")[0]
     assert (frames["n"], frames["seqs"], frames["w"], frames["h"]) == (FRAMES, FRAMES, 768, 576)
-    photos = worker.query("SELECT width, height FROM frame_detections WHERE width != 768")
+    photos = worker.query("SELECT width, height FROM frame_detections WHERE width != 768 "
+                          "AND camera_id = 'cam-vtest'")
     assert sorted((p["width"], p["height"]) for p in photos) == [(800, 600), (1280, 960)]
     people = worker.query(
         "SELECT count() AS n, uniqExact(track_id) AS tracks, countIf(track_id != '') AS tracked "
@@ -147,16 +166,23 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     # per frame.
     assert people["n"] >= 2 * FRAMES and people["tracked"] >= FRAMES
     assert 2 <= people["tracks"] <= people["n"] / 4
+    # The wall camera read the slip: one small ad (B01), dispatched, its evidence masked.
+    ads = worker.query("SELECT event_id, code, detected_class, description FROM city_events "
+                       "WHERE camera_id = 'cam-wall'")
+    assert [(a["code"], a["detected_class"]) for a in ads] == [("B01", "small_ad")]
+    assert "非法小广告" in ads[0]["description"] and "13912345678" not in ads[0]["description"]
+    assert worker.query("SELECT count() AS n FROM dispatch_decisions WHERE input_id = "
+                        f"'{ads[0]['event_id']}'")[0]["n"] == 1
     events = worker.query(
         "SELECT event_id, code, source, camera_id, detected_class, confidence, district, "
-        "snapshot_uri FROM city_events WHERE source = 'camera'")
+        "snapshot_uri FROM city_events WHERE source = 'camera' AND camera_id = 'cam-vtest'")
     assert events, "no dwell event from people staying over 4 s"
     assert {(e["code"], e["camera_id"], e["detected_class"], e["district"]) for e in events} == {
         ("D08", "cam-vtest", "person", "市南区")}
     assert all(0 < e["confidence"] <= 1 for e in events)
     # Each event's snapshot is stored, blurred, under the snapshot directory; nothing else
     # is written there (no raw frame).
-    snapshots = sorted((settings.var_dir / "snapshots").rglob("*.jpg"))
+    snapshots = sorted((settings.var_dir / "snapshots" / "cam-vtest").rglob("*.jpg"))
     assert {e["snapshot_uri"] for e in events} <= {p.resolve().as_uri() for p in snapshots}
     for path in snapshots:
         image = cv2.imread(str(path))
@@ -178,7 +204,7 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     assert len(events) <= people["tracks"]
     decided = worker.query(
         "SELECT count() AS n FROM dispatch_decisions WHERE input_id IN "
-        "(SELECT event_id FROM city_events WHERE source = 'camera')")[0]
+        "(SELECT event_id FROM city_events WHERE camera_id = 'cam-vtest')")[0]
     assert decided["n"] == len(events)
     dead = worker.query("SELECT error_kind, reason FROM dead_letters WHERE processor = 'vision' "
                         "ORDER BY reason")

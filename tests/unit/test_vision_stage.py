@@ -4,6 +4,7 @@ restart already published."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,3 +159,39 @@ def test_references_are_read_from_their_uri(tmp_path) -> None:
     assert "cannot read" in reasons[0] and "No such file" in reasons[0]
     assert "scheme 's3' is not served here" in reasons[1]
     assert "an inline frame on frames.refs" in reasons[2]
+
+
+def test_a_camera_that_reads_raises_small_ads_and_banners_once_per_period() -> None:
+    from processors.vision import TextFinding
+    from processors.vision_stage import process_batch
+
+    reading = parse_camera_config({**CAMERA.model_dump(mode="json"),
+                                   "ocr": {"every_seconds": 10, "cooldown_seconds": 3600}})
+    read: list[int] = []
+
+    def read_text(image) -> TextFinding:
+        read.append(1)
+        return TextFinding(True, len(read) == 2, ("phone 139****5678", "ad word 办证 (3)"),
+                           0.93)
+
+    def run(seqs: list[int], states: CameraStates):
+        return _by_topic(process_batch([_frame(s) for s in seqs], _parked_car,
+                                       {"cam-1": reading}, states, lambda n: f"t.{n}",
+                                       "nanodet/test", {}, read_text=read_text))
+
+    states = CameraStates()
+    first = run([0, 1, 2], states)  # read at 0 s only (every 10 s)
+    texts = [e for e in first["t.city.events"] if e["code"] in ("B01", "B02")]
+    assert len(read) == 1 and [e["code"] for e in texts] == ["B01"]
+    event = texts[0]
+    assert (event["detected_class"], event["confidence"], event["camera_id"]) == (
+        "small_ad", 0.93, "cam-1")
+    assert "非法小广告" in event["description"] and "139****5678" in event["description"]
+    assert "13912345678" not in json.dumps(event, ensure_ascii=False)
+    later = run([12], states)  # read again at 12 s: the same ad (no event), now a banner too
+    codes = [e["code"] for e in later.get("t.city.events", []) if e["code"] in ("B01", "B02")]
+    assert len(read) == 2 and codes == ["B02"]
+    # A camera without "ocr" is never read.
+    states_plain = CameraStates()
+    _run([_frame(s) for s in range(3)], states_plain)
+    assert len(read) == 2
