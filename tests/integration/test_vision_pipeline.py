@@ -166,6 +166,11 @@ def test_vtest_frames_become_detections_tracks_and_dispatched_events(
     # per frame.
     assert people["n"] >= 2 * FRAMES and people["tracked"] >= FRAMES
     assert 2 <= people["tracks"] <= people["n"] / 4
+    # The van and the car parked on the service road are seen in every frame (stored;
+    # this camera's rules track people only).
+    vehicles = worker.query("SELECT count() AS n FROM vision_detections WHERE camera_id = "
+                            "'cam-vtest' AND class_name IN ('car', 'truck')")[0]
+    assert vehicles["n"] >= FRAMES
     # The wall camera read the slip: one small ad (B01), dispatched, its evidence masked.
     ads = worker.query("SELECT event_id, code, detected_class, description FROM city_events "
                        "WHERE camera_id = 'cam-wall'")
