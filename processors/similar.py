@@ -37,7 +37,7 @@ a decision itself tells the search.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -480,6 +480,43 @@ def stored_embedding_sql(input_id: str, table: str = EMBEDDINGS_VIEW) -> str:
         "SELECT case_id, input_id, code, district, reported_at, embedding "
         f"FROM {table} WHERE input_id = {quote_string(input_id)} LIMIT 1"
     )
+
+
+# The columns of case_embeddings_log a row is written with (migration 0006).
+EMBEDDING_COLUMNS = (
+    "case_id", "input_id", "input_kind", "code", "event_name", "district", "street", "unit",
+    "auto", "text", "reported_at", "decided_at", "decided_at_ms", "embedding",
+    "model_version",
+)
+
+
+def moved_embeddings_sql(input_ids: Sequence[str], table: str = EMBEDDINGS_VIEW) -> str:
+    """The stored rows of reports whose case was folded into another (to write them again
+    under their new case: the search keeps one report per case)."""
+    for input_id in input_ids:
+        if not _RECORD_ID_RE.match(input_id):
+            raise ValueError(f"input_id {input_id!r} must match {RECORD_ID_PATTERN}")
+    ids = ", ".join(quote_string(i) for i in sorted(set(input_ids)))
+    return f"SELECT {', '.join(EMBEDDING_COLUMNS)} FROM {table} WHERE input_id IN ({ids})"
+
+
+def moved_embedding_rows(
+    rows: Sequence[Sequence[Any]], case_of: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """``moved_embeddings_sql``'s rows (either engine) as rows to write again, each under
+    its report's new case. The version (decided_at_ms) is the same, so the later write is
+    the one the view keeps."""
+    out = []
+    for row in rows:
+        item = dict(zip(EMBEDDING_COLUMNS, row, strict=True))
+        item["case_id"] = case_of[item["input_id"]]
+        item["auto"] = int(item["auto"])
+        item["decided_at_ms"] = int(item["decided_at_ms"])
+        item["reported_at"] = _parse_time(item["reported_at"])
+        item["decided_at"] = _parse_time(item["decided_at"])
+        item["embedding"] = [float(v) for v in item["embedding"]]
+        out.append(item)
+    return out
 
 
 def stored_embedding_from_rows(rows: Sequence[Sequence[Any]]) -> StoredEmbedding | None:

@@ -436,7 +436,12 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
     from processors.ingest import audit_row
     from processors.merge import CaseIndex, HotspotRule
     from processors.merge_batch import batch_policy
-    from processors.similar import EMBEDDINGS_LOG, embedding_row
+    from processors.similar import (
+        EMBEDDINGS_LOG,
+        embedding_row,
+        moved_embedding_rows,
+        moved_embeddings_sql,
+    )
 
     settings, metrics = state.settings, state.metrics
     linker = CaseLinker(CaseIndex(batch_policy(state.context.domain)))
@@ -472,6 +477,14 @@ def add_case_stage(app: faust.App, state: WorkerState) -> None:
                 {"kafka_topic": msg.topic, "kafka_partition": msg.partition,
                  "kafka_offset": msg.offset},
             ).row)
+        # Reports of a case folded into another were linked again: their stored rows move
+        # to the new case too (the search keeps one report per case).
+        fresh = {d.input_id for _, d in decisions}
+        moved = {link.input_id: link.case_id for link in links
+                 if link.relinked and link.input_id not in fresh}
+        if moved:
+            stored = await state.sink.query(moved_embeddings_sql(list(moved)), None)
+            rows += moved_embedding_rows(stored.rows, moved)
         await state.sink.write({EMBEDDINGS_LOG: rows, "model_audit_log": audit})
 
     def counted(links: list[Any]) -> None:

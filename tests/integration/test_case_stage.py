@@ -48,7 +48,29 @@ def _decisions(domain: Domain, now: datetime) -> list[DispatchDecision]:
             place=r.place, confidence=0.99, auto=True, backend="onnxruntime",
             received_at=at, decided_at=at,  # type: ignore[arg-type]
         ))
-    return out
+    return out + _fold(now - timedelta(minutes=4))[:2]
+
+
+def _fold(at: datetime) -> list[DispatchDecision]:
+    """Two reports of one burst water main that open two cases (one names the 小区, one
+    the road), then a third that names both and folds the cases into one."""
+    def report(input_id: str, minutes: int, text: str, **place: str | None) -> DispatchDecision:
+        when = (at + timedelta(minutes=minutes)).isoformat()
+        return DispatchDecision(
+            kind="dispatch_decision", schema_version=1, input_id=input_id,
+            input_kind="citizen_appeal", channel="hotline_12345", text=text, code="E06",
+            event_name="供水问题", urgency="urgent", route="U:water", unit="青岛市供水集团",
+            district="市南区", confidence=0.97, auto=True, backend="onnxruntime",
+            received_at=when, decided_at=when, **place,  # type: ignore[arg-type]
+        )
+
+    return [
+        report("fold-1", 0, "海韵花园小区停水了", place="海韵花园", street="八大关街道",
+               road=None),
+        report("fold-2", 1, "香港中路18号小区停水", road="香港中路"),
+        report("fold-3", 2, "香港中路18号海韵花园3号楼停水", place="海韵花园",
+               street="八大关街道", road="香港中路"),
+    ]
 
 
 def _publish(settings: Settings, decisions: list[DispatchDecision], start_ms: int) -> None:
@@ -91,9 +113,13 @@ def test_live_cases_match_the_pure_linker_across_a_restart_and_a_kill(
     live = settings.model_copy(update={"dispatch_enabled": False, "sink_batch_size": 20})
     domain = Domain.load(live.domain_file)
     index = CaseIndex(batch_policy(domain))
-    decisions = _decisions(domain, datetime.now(UTC))
+    now = datetime.now(UTC)
+    decisions = _decisions(domain, now)
+    # The report that folds two cases comes last, in a batch of its own: the folded case's
+    # report was stored (and embedded) batches before.
+    folding = _fold(now - timedelta(minutes=4))[2]
     start_ms = int(time.time() * 1000) - 3_600_000
-    expected = _offline_links(live, decisions, start_ms, index)
+    expected = _offline_links(live, [*decisions, folding], start_ms, index)
     assert len(set(expected.values())) < len(expected) - 20, "the stream must hold bursts"
     create_topics(live)
     third_of = len(decisions) // 3
@@ -120,6 +146,9 @@ def test_live_cases_match_the_pure_linker_across_a_restart_and_a_kill(
     third = worker_factory(live)
     third.start()
     _wait(live, third)
+    _publish(live, [folding], start_ms + len(decisions))
+    _wait(live, third)
+    decisions = [*decisions, folding]
 
     rows = third.query("SELECT input_id, case_id, reporters, relinked FROM case_links")
     got = {r["input_id"]: r["case_id"] for r in rows}
@@ -137,6 +166,10 @@ def test_live_cases_match_the_pure_linker_across_a_restart_and_a_kill(
         "FROM case_embeddings"
     )
     assert embedded == [{"n": len(decisions), "reports": len(decisions), "dims": 64}]
+    # Each under the case its report ended in (folded cases' reports moved with them).
+    stored_cases = third.query("SELECT input_id, case_id FROM case_embeddings")
+    assert {r["input_id"]: r["case_id"] for r in stored_cases} == expected
+    assert any(r["relinked"] for r in rows), "the stream folds no case: nothing was moved"
     audited = third.query(
         "SELECT count() AS n FROM model_audit WHERE model = 'case_embedder' AND processor = 'cases'"
     )

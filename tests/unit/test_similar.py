@@ -344,3 +344,21 @@ def test_stored_filters_are_decision_filters_of_the_stored_row() -> None:
     assert loose.since == datetime(2025, 3, 10, 1, 30)
     with pytest.raises(ValueError, match="window"):
         stored_filters(stored, window=timedelta(0))
+
+
+def test_moved_embeddings_are_written_again_under_their_new_case():
+    from processors.similar import EMBEDDING_COLUMNS, moved_embedding_rows, moved_embeddings_sql
+
+    sql = moved_embeddings_sql(["r-2", "r-1", "r-2"])
+    assert sql.endswith("FROM case_embeddings WHERE input_id IN ('r-1', 'r-2')")
+    with pytest.raises(ValueError):
+        moved_embeddings_sql(["x' OR '1'='1"])
+    # As chDB's JSON gives a row: times as text, numbers as text or numbers.
+    stored = ["old-case", "r-1", "citizen_appeal", "E02", "路灯", "市南区", "", "u", "1",
+              "masked", "2026-11-20 08:00:00", "2026-11-20 08:00:01", "1795651201000",
+              [0.5, "0.25"], "v1"]
+    [row] = moved_embedding_rows([stored], {"r-1": "new-case"})
+    assert list(row) == list(EMBEDDING_COLUMNS)
+    assert (row["case_id"], row["auto"], row["decided_at_ms"], row["embedding"]) == (
+        "new-case", 1, 1795651201000, [0.5, 0.25])
+    assert row["reported_at"] == datetime(2026, 11, 20, 8, 0, 0)
