@@ -62,25 +62,13 @@ def register(subparsers: Any) -> None:
 
 
 def frames_of(path: Path, fps: float) -> Iterator[tuple[str, int, Any]]:
-    """(source, frame index, image or None when unreadable) for each image or frame."""
-    import cv2
+    """(source, frame index, image or None when unreadable) for each image or frame,
+    as ``citystream frames`` reads them (``streams.frames.read_source``)."""
+    from streams.frames import read_source
 
-    from streams.frames import IMAGE_SUFFIXES, FrameSourceError, read_source
-
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        photos = (sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                  if path.is_dir() else [path])
-        for photo in photos:
-            yield str(photo), 0, cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        return
-    if not path.exists():
-        raise FrameSourceError(f"{path} does not exist")
-    capture = cv2.VideoCapture(str(path))
-    native = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    capture.release()
     for frame in read_source(str(path), fps):
-        index = round((frame.position_s or 0.0) * native) if native else 0
-        yield str(path), index, frame.image
+        image = frame.image if frame.image.size else None
+        yield str(frame.path or path), frame.index, image
 
 
 def answer(source: str, frame: int, found: Sequence[Any],

@@ -50,6 +50,7 @@ class RawFrame:
     image: np.ndarray  # BGR, uint8
     name: str  # where it came from (the photo's file name, or the source)
     path: Path | None = None  # the photo's file (None for a video's frames)
+    index: int = 0  # the frame's number in the video (0 for a photo)
 
 
 def _open_video(source: str) -> cv2.VideoCapture:
@@ -109,7 +110,7 @@ def _read_video(source: str, fps: float, live: bool) -> Iterator[RawFrame]:
             if bucket == last_bucket:
                 continue
             last_bucket = bucket
-            yield RawFrame(None if live else at, image, source)
+            yield RawFrame(None if live else at, image, source, index=index - 1)
         if not read_any:
             raise FrameSourceError(f"{source!r} gave no frames")
     finally:
